@@ -1,0 +1,1 @@
+"""StableSR on diffusers."""

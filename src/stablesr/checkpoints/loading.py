@@ -1,0 +1,65 @@
+"""Safe reading of checkpoint files: safetensors, or ``torch.load(weights_only=True)``; never arbitrary pickles."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+
+_CONTAINER_KEYS = ("state_dict", "model_state_dict", "params_ema", "params", "model")
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors on the CPU.
+
+    ``.safetensors`` files are read directly. Anything else is read with
+    ``torch.load(weights_only=True)``: tensors, containers and plain numbers only, so a file
+    that would need to import or call arbitrary Python objects is refused, never executed.
+    Lightning's ``{"state_dict": ...}`` wrapper (and similar) is unwrapped.
+
+    Example:
+        >>> sd = load_state_dict("stablesr_turbo.ckpt")
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.stat().st_size < 200 and path.read_bytes().startswith(b"version https://git-lfs"):
+        raise CheckpointError(f"{path}: this is a git-lfs pointer, not the weights; fetch the real file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: it contains pickled Python objects beyond tensors ({first}). "
+            "Loading it could run arbitrary code; use a .safetensors copy or convert it where you trust it"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - truncated/corrupt files, wrong formats
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    return unwrap_state_dict(obj, path)
+
+
+def unwrap_state_dict(obj: object, path: object = "checkpoint") -> dict[str, torch.Tensor]:
+    """The tensor dict inside common checkpoint containers (Lightning, EMA wrappers)."""
+    for _ in range(3):
+        if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: no state dict found in the checkpoint")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    return tensors
