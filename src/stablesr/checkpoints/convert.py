@@ -156,11 +156,11 @@ def load_ldm(
     return LDMParts(spec, unet, sft, enc, struct_vae, parts.get("text_encoder"), conv)
 
 
-def load_cfw(source: str | Path | Mapping[str, torch.Tensor], config: Mapping[str, Any], *, meta: bool = False
-             ) -> CFWAutoencoderKL:
+def load_cfw(source: str | Path | Mapping[str, torch.Tensor], config: Mapping[str, Any], *, meta: bool = False,
+             name: str | None = None) -> CFWAutoencoderKL:
     """Load an official CFW autoencoder checkpoint (``vqgan_cfw_00011.ckpt`` and the face one)."""
     sd = load_state_dict(source) if isinstance(source, (str, Path)) else source
-    name = str(source) if isinstance(source, (str, Path)) else "CFW checkpoint"
+    name = name or (str(source) if isinstance(source, (str, Path)) else "CFW checkpoint")
     if has_prefix(sd, UNET_PREFIX) or has_prefix(sd, TEXT_PREFIX):
         raise CheckpointError(f"{name}: this is a diffusion checkpoint, not a CFW autoencoder")
     conv = split_cfw_state_dict(sd, vae_table=vae_block_table(len(config["block_out_channels"]),

@@ -156,6 +156,25 @@ def cfw_vae_config(model: dict[str, Any], sample_size: int = 512) -> dict[str, A
                       sample_size=sample_size)
 
 
+def infer_vae_ddconfig(sd: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], int]:
+    """Read an official VAE's ``ddconfig`` and ``embed_dim`` off its tensor shapes (official key layout).
+
+    Lets a CFW checkpoint load without its YAML: only the widths and counts vary between configs.
+    """
+    def shape(key: str) -> tuple[int, ...]:
+        return tuple(sd[prefix + key].shape)
+
+    ch = shape("encoder.conv_in.weight")[0]
+    levels = sorted({int(k[len(prefix):].split(".")[2]) for k in sd if k.startswith(prefix + "encoder.down.")})
+    blocks = {int(k[len(prefix):].split(".")[4]) for k in sd if k.startswith(prefix + "encoder.down.0.block.")}
+    mult = [shape(f"encoder.down.{i}.block.0.conv2.weight")[0] // ch for i in levels]
+    z = shape("decoder.conv_in.weight")[1]
+    ddconfig = {"double_z": True, "z_channels": z, "in_channels": shape("encoder.conv_in.weight")[1],
+                "out_ch": shape("decoder.conv_out.weight")[0], "ch": ch, "ch_mult": mult,
+                "num_res_blocks": len(blocks), "attn_resolutions": [], "dropout": 0.0}
+    return ddconfig, shape("post_quant_conv.weight")[1]
+
+
 # ---------------------------------------------------------------------------------------------
 # Presets: the released models' configs (the official YAML hyper-parameters, as data).
 

@@ -19,8 +19,9 @@ from ..models.sft import SFTAdapter
 from ..models.text import PromptEncoder
 from ..models.time_aware_encoder import TimeAwareEncoder
 from .convert import load_cfw, load_ldm, text_encoder_from_state
+from .loading import load_state_dict
 from .official_config import (
-    LDMSpec, cfw_vae_config, official_cfw_config, official_ldm_config, read_config_file,
+    LDMSpec, cfw_vae_config, infer_vae_ddconfig, official_cfw_config, official_ldm_config, read_config_file,
 )
 
 INDEX_FILE = "model_index.json"
@@ -85,9 +86,12 @@ def pipeline_from_single_file(
     parts = load_ldm(ckpt, spec, base_unet=base_unet)
 
     if cfw_ckpt is not None:
-        cfw_cfg = cfw_vae_config(read_config_file(cfw_config) if cfw_config else official_cfw_config(),
-                                 sample_size=spec.image_size)
-        vae = load_cfw(cfw_ckpt, cfw_cfg)
+        cfw_sd = load_state_dict(cfw_ckpt)
+        if cfw_config is not None:
+            cfw_cfg = cfw_vae_config(read_config_file(cfw_config), sample_size=spec.image_size)
+        else:
+            cfw_cfg = cfw_vae_config(_inferred_cfw_model(cfw_sd, cfw_ckpt), sample_size=spec.image_size)
+        vae = load_cfw(cfw_sd, cfw_cfg, name=str(cfw_ckpt))
         struct_vae = parts.struct_vae if parts.struct_vae is not None and not _same_encoder(parts.struct_vae, vae) else None
     elif parts.struct_vae is not None:
         vae, struct_vae = parts.struct_vae, None  # no CFW: the plain VAE decoder (fidelity weight has no effect)
@@ -108,6 +112,19 @@ def pipeline_from_single_file(
     if device is not None or dtype is not None:
         pipe.to(device, dtype)
     return pipe
+
+
+def _inferred_cfw_model(sd: dict[str, torch.Tensor], path: object) -> dict[str, Any]:
+    """An official-style CFW model section read off the checkpoint's shapes (no YAML needed)."""
+    try:
+        ddconfig, embed_dim = infer_vae_ddconfig(sd)
+    except (KeyError, IndexError, ZeroDivisionError):
+        raise CheckpointError(f"{path}: not an official CFW/VAE checkpoint (encoder/decoder keys missing)") from None
+    model = official_cfw_config()
+    model["params"].update(ddconfig=ddconfig, embed_dim=embed_dim)
+    if not any(k.startswith("decoder.fusion_layer_") for k in sd):
+        model["target"] = "ldm.models.autoencoder.AutoencoderKL"
+    return model
 
 
 def save_pipeline(pipe: Any, directory: str | Path) -> Path:

@@ -138,6 +138,12 @@ class CFWAutoencoderKL(AutoencoderKL):
         sample_size: int = 512,
         scaling_factor: float = 0.18215,
         force_upcast: bool = True,
+        shift_factor: float | None = None,
+        latents_mean: tuple | None = None,
+        latents_std: tuple | None = None,
+        use_quant_conv: bool = True,
+        use_post_quant_conv: bool = True,
+        mid_block_add_attention: bool = True,
         stem_channels: int | None = None,
         fusion: bool = True,
     ) -> None:
@@ -154,6 +160,12 @@ class CFWAutoencoderKL(AutoencoderKL):
             sample_size=sample_size,
             scaling_factor=scaling_factor,
             force_upcast=force_upcast,
+            shift_factor=shift_factor,
+            latents_mean=latents_mean,
+            latents_std=latents_std,
+            use_quant_conv=use_quant_conv,
+            use_post_quant_conv=use_post_quant_conv,
+            mid_block_add_attention=mid_block_add_attention,
         )
         if stem_channels is not None and stem_channels != block_out_channels[0]:
             # Official encoders map RGB to `ch` and widen inside level 0; diffusers' conv_in goes straight to
