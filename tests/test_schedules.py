@@ -323,7 +323,8 @@ def test_ddim_step_deterministic_update_with_eta_zero() -> None:
     a, ap = table.alpha[0], table.alpha_prev[0]
     ref_x0 = (x.double() - (1 - a) ** 0.5 * out.double()) / a**0.5
     torch.testing.assert_close(x0.double(), ref_x0, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(x_prev.double(), ap**0.5 * ref_x0 + (1 - ap) ** 0.5 * out.double(), rtol=1e-5, atol=1e-5)
+    ref_prev = ap**0.5 * ref_x0 + (1 - ap) ** 0.5 * out.double()
+    torch.testing.assert_close(x_prev.double(), ref_prev, rtol=1e-5, atol=1e-5)
 
 
 def test_recorded_noise_replays_in_order_and_converts() -> None:

@@ -218,7 +218,8 @@ def _golden_tile_orders(golden_dir: Path) -> list[tuple[str, int, int, int, int,
         if "canvas" in params and "canvas_tiles" in meta:
             _, ih, iw = params["image_shape"]
             order = [(t["y0"], t["x0"]) for t in meta["canvas_tiles"]]
-            out.append((case["id"], ih // 8, iw // 8, params["canvas"]["tile_size"], params["canvas"]["tile_overlap"], order))
+            canvas = params["canvas"]
+            out.append((case["id"], ih // 8, iw // 8, canvas["tile_size"], canvas["tile_overlap"], order))
     return out
 
 
@@ -310,7 +311,8 @@ def _blend(canvas: torch.Tensor, tile: int, overlap: int, weights: str, official
     gen = torch.Generator().manual_seed(seed)
     for t in plan_tiles(h, w, tile, overlap, x_major=official):
         if weights == "gaussian":
-            wt = gaussian_weights(t.h, t.w, official_centre=official, dtype=torch.float64 if official else torch.float32)
+            dtype = torch.float64 if official else torch.float32
+            wt = gaussian_weights(t.h, t.w, official_centre=official, dtype=dtype)
         else:  # arbitrary positive weights, different for every tile
             wt = torch.rand(t.h, t.w, generator=gen, dtype=torch.float64) * 10 + 1e-3
         acc.add(t, canvas[(..., *t.slices)].clone(), wt)
@@ -341,7 +343,9 @@ def test_accumulator_official_rounding_reproduces_the_canvas(
 
 @SLOW_PROPERTY
 @given(canvas_geometry(max_side=64, max_tile=40), st.floats(-1e3, 1e3, allow_nan=False), st.booleans())
-def test_accumulator_blends_a_constant_to_the_constant(geom: tuple[int, int, int, int], value: float, official: bool) -> None:
+def test_accumulator_blends_a_constant_to_the_constant(
+    geom: tuple[int, int, int, int], value: float, official: bool
+) -> None:
     h, w, tile, overlap = geom
     acc = TileAccumulator((1, 4, h, w), device="cpu", official_rounding=official)
     for t in plan_tiles(h, w, tile, overlap):

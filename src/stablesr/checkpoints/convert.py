@@ -36,8 +36,11 @@ def instantiate(cls: type[nn.Module], config: Mapping[str, Any], state: Mapping[
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     try:
         missing, unexpected = module.load_state_dict(dict(state), strict=False, assign=True)
-    except RuntimeError as e:  # shape mismatch
-        raise CheckpointError(f"{name}: weights do not fit the configured architecture: {str(e)[:300]}") from None
+    except RuntimeError as e:  # shape mismatch: report the first one on a single line
+        lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+        first = lines[0].rstrip(".") if lines else str(e).splitlines()[0]
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        raise CheckpointError(f"{name}: weights do not fit the configured architecture: {first}{more}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{name}: checkpoint does not match the architecture ({len(missing)} missing, {len(unexpected)} "
@@ -50,11 +53,16 @@ def instantiate(cls: type[nn.Module], config: Mapping[str, Any], state: Mapping[
     return module.eval().requires_grad_(False)
 
 
-def text_encoder_from_state(state: Mapping[str, torch.Tensor], *, meta: bool = False) -> nn.Module:
+def text_encoder_from_state(state: Mapping[str, torch.Tensor], *, meta: bool = False,
+                            config: Mapping[str, Any] | None = None) -> nn.Module:
     """An SD-2 ``CLIPTextModel`` (23 layers) holding the converted OpenCLIP text tower."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    config = CLIPTextConfig(**SD2_TEXT_ENCODER_CONFIG)
+    config = CLIPTextConfig(**(config or SD2_TEXT_ENCODER_CONFIG))
+    with torch.device("meta"):
+        names = CLIPTextModel(config).state_dict().keys()
+    if not any(k.startswith("text_model.") for k in names):  # transformers >= 5 dropped the prefix
+        state = {k.removeprefix("text_model."): v for k, v in state.items()}
     if meta:
         with torch.device("meta"):
             model = CLIPTextModel(config)

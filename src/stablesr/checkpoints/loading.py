@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -39,10 +40,13 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found is None:  # not a pickle of objects we refuse: the file is damaged or of another format
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or unknown format)") from None
         raise CheckpointError(
-            f"{path}: refused to load: it contains pickled Python objects beyond tensors ({first}). "
-            "Loading it could run arbitrary code; use a .safetensors copy or convert it where you trust it"
+            f"{path}: refused to load: it needs the Python object {found.group(1)} unpickled, which could run "
+            "arbitrary code; use a .safetensors copy or convert it where you trust it"
         ) from None
     except Exception as e:  # noqa: BLE001 - truncated/corrupt files, wrong formats
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
