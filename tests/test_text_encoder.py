@@ -95,3 +95,24 @@ def test_openclip_tower_converts_numerically(tmp_path):
     enc.save(tmp_path / "embeds.safetensors")
     again = PromptEncoder.from_file(tmp_path / "embeds.safetensors")
     assert torch.equal(again("")[0], e1[0])
+
+
+def test_computed_embeddings_persist_across_runs(tmp_path):
+    calls = []
+
+    class Fake(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, input_ids):
+            calls.append(input_ids.tolist())
+            return type("Out", (), {"last_hidden_state": input_ids[..., None].float() * self.w})()
+
+    target = tmp_path / "cache" / "model.ckpt-1-2.safetensors"
+    first = PromptEncoder({}, text_encoder=Fake, persist_to=target)
+    emb = first("")
+    assert target.is_file() and len(calls) == 1
+    assert calls[0] == [EMPTY_PROMPT_IDS]  # the empty prompt needs no tokenizer
+    second = PromptEncoder(PromptEncoder.from_file(target).cache, text_encoder=Fake, persist_to=target)
+    assert torch.equal(second(""), emb) and len(calls) == 1  # served from the file, encoder never built

@@ -1,1 +1,36 @@
-"""StableSR on diffusers."""
+"""StableSR (IJCV 2024) real-world super-resolution on diffusers.
+
+Example:
+    >>> from stablesr import StableSRPipeline
+    >>> pipe = StableSRPipeline.from_single_file("stablesr_turbo.ckpt", cfw_ckpt="vqgan_cfw_00011.ckpt")
+    >>> image = pipe(Image.open("photo.jpg"), upscale=4, num_inference_steps=4).images[0]
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public names -> defining module; imported on first use so `import stablesr` stays light.
+_EXPORTS = {
+    "StableSRPipeline": "stablesr.pipeline",
+    "StableSRPipelineOutput": "stablesr.pipeline",
+    "PipelineConfig": "stablesr.pipeline",
+    "Quirks": "stablesr.pipeline",
+    "TimeAwareEncoder": "stablesr.models.time_aware_encoder",
+    "SFTAdapter": "stablesr.models.sft",
+    "CFWAutoencoderKL": "stablesr.models.cfw",
+    "RecordedNoise": "stablesr.sampling",
+    "NoiseSource": "stablesr.sampling",
+    "StableSRError": "stablesr.errors",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'stablesr' has no attribute {name!r}")

@@ -18,6 +18,7 @@ from ..models.cfw import CFWAutoencoderKL
 from ..models.sft import SFTAdapter
 from ..models.text import PromptEncoder
 from ..models.time_aware_encoder import TimeAwareEncoder
+from ..paths import prompt_cache_file
 from .convert import load_cfw, load_ldm, text_encoder_from_state
 from .loading import load_state_dict
 from .official_config import (
@@ -100,8 +101,16 @@ def pipeline_from_single_file(
 
     cache = PromptEncoder.from_file(prompt_embeds).cache if prompt_embeds else {}
     text_state = parts.text_encoder_state
+    persist = None
+    if text_state and not prompt_embeds:  # remember computed embeddings (the empty one above all) across runs
+        persist = prompt_cache_file(ckpt)
+        if persist.is_file():
+            try:
+                cache = PromptEncoder.from_file(persist).cache
+            except Exception:  # noqa: BLE001 - a damaged cache is recomputed
+                cache = {}
     prompt_encoder = PromptEncoder(cache, text_encoder=(lambda: text_encoder_from_state(text_state)) if text_state
-                                   else None)
+                                   else None, persist_to=persist)
     pconf = PipelineConfig(
         parameterization=spec.parameterization, sample_size=spec.image_size, scale_factor=spec.scale_factor,
         linear_start=spec.linear_start, linear_end=spec.linear_end, name=variant.get("name", Path(ckpt).stem),

@@ -38,10 +38,12 @@ class PromptEncoder:
 
     def __init__(self, cache: dict[str, torch.Tensor] | None = None,
                  text_encoder: nn.Module | Callable[[], nn.Module] | None = None,
-                 tokenizer: object | Callable[[], object] | None = None) -> None:
+                 tokenizer: object | Callable[[], object] | None = None,
+                 persist_to: str | Path | None = None) -> None:
         self.cache = {k: (v if v.ndim == 3 else v[None]).float() for k, v in (cache or {}).items()}
         self._text_encoder = text_encoder
         self._tokenizer = tokenizer
+        self.persist_to = Path(persist_to) if persist_to else None  # computed embeddings are saved here
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> PromptEncoder:
@@ -93,7 +95,19 @@ class PromptEncoder:
             te = self.text_encoder()
             ids = self.tokenize(prompt).to(next(te.parameters()).device)
             self.cache[prompt] = te(input_ids=ids).last_hidden_state.float().cpu()
+            if self.persist_to is not None:
+                self._persist()
         return self.cache[prompt]
+
+    def _persist(self) -> None:
+        """Best effort: a later run finds the embeddings without building the text encoder."""
+        try:
+            self.persist_to.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.persist_to.with_name(f".{self.persist_to.name}.tmp")
+            self.save(tmp)
+            tmp.replace(self.persist_to)
+        except OSError:
+            pass
 
 
 def load_sd2_tokenizer() -> object:
