@@ -145,3 +145,15 @@ def test_tiled_vae_matches_untiled_closely(pipe, photo):
     tiled = run(pipe, photo, upscale=4.0, vae_tile_size=64, vae_tile_overlap=32)
     assert tiled.shape == whole.shape
     assert np.abs(tiled - whole).mean() < 0.1
+
+
+def test_reduced_precision_stays_close_to_fp32(tiny_weights, photo):
+    p = StableSRPipeline.from_single_file(tiny_weights["ldm"], tiny_weights["cfw"], config=tiny_weights["config"],
+                                          prompt_embeds=tiny_weights["prompt_embeds"])
+    p.set_progress_bar_config(disable=True)
+    ref = run(p, photo, upscale=3.2)
+    p.to("cpu", torch.bfloat16)
+    assert p.unet.dtype == torch.bfloat16 and p.time_aware_encoder.dtype == torch.bfloat16
+    low = run(p, photo, upscale=3.2)
+    assert np.isfinite(low).all()
+    assert np.abs(low - ref).mean() < 0.02

@@ -13,13 +13,14 @@ and runs on ``cuda:LOCAL_RANK``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _print_error(str(exc))
         return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - a bug still ends as one line; --debug shows where
+    except Exception as exc:  # a bug still ends as one line; --debug shows where
         if args.debug:
             raise
         _print_error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
@@ -144,7 +145,7 @@ def _number(kind: type, low: float | None = None, high: float | None = None, *, 
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
                                              ) from None
-        if value != value or (low is not None and (value < low or (low_open and value == low))):  # NaN too
+        if math.isnan(value) or (low is not None and (value < low or (low_open and value == low))):
             bound = f"> {low}" if low_open else f">= {low}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         if high is not None and value > high:
@@ -195,7 +196,8 @@ def _add_upscale(sub: Any, common: argparse.ArgumentParser) -> None:
     model.add_argument("--config", metavar="PATH", help="official-style YAML/JSON model config (other architectures)")
     model.add_argument("--prompt-embeds", metavar="PATH", help="precomputed prompt contexts (.safetensors)")
     model.add_argument("--offline", action="store_true", help="never download; use the Hugging Face cache only")
-    model.add_argument("--device", metavar="DEVICE", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    model.add_argument("--device", metavar="DEVICE", default=None,
+                       help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     model.add_argument("--precision", choices=sorted(_DTYPES), default=None,
                        help="network precision (default: fp16 on CUDA, else fp32)")
     sampling = p.add_argument_group("sampling")
@@ -209,15 +211,18 @@ def _add_upscale(sub: Any, common: argparse.ArgumentParser) -> None:
                           help="colour correction against the input (default: the model's)")
     sampling.add_argument("--guidance-scale", metavar="G", type=_number(float, 0), default=1.0,
                           help="classifier-free guidance against --negative-prompt (1 = off)")
-    sampling.add_argument("--prompt", metavar="TEXT", default="", help="text prompt (the models were trained with the empty one)")
-    sampling.add_argument("--negative-prompt", metavar="TEXT", default=None, help="negative prompt (needs --guidance-scale != 1)")
+    sampling.add_argument("--prompt", metavar="TEXT", default="",
+                          help="text prompt (the models were trained with the empty one)")
+    sampling.add_argument("--negative-prompt", metavar="TEXT", default=None,
+                          help="negative prompt (needs --guidance-scale != 1)")
     sampling.add_argument("--seed", metavar="N", type=int, default=42, help="random seed, the same for every image")
     tiles = p.add_argument_group("tiling (memory)")
     tiles.add_argument("--tile", metavar="N", type=_number(int, 1), default=None,
                        help="latent tile size, in latent pixels (8 image pixels each); default: the model's size / 8")
     tiles.add_argument("--tile-overlap", metavar="N", type=_number(int, 0), default=None,
                        help="latent tile overlap (default: half a tile)")
-    tiles.add_argument("--tile-batch", metavar="N", type=_number(int, 1), default=4, help="latent tiles per network call")
+    tiles.add_argument("--tile-batch", metavar="N", type=_number(int, 1), default=4,
+                       help="latent tiles per network call")
     tiles.add_argument("--vae-tile", metavar="PX", type=_number(int, 0), default=1024,
                        help="VAE tile size in image pixels (0 = never tile)")
     out = p.add_argument_group("output")
@@ -405,7 +410,8 @@ def plan_jobs(sources: Sequence[Path], out_dir: Path, *, suffix: str, ext: str) 
     rare case where it matters (``--ext jpg`` for an RGBA PNG gives a PNG).
 
     Example:
-        >>> [j.problem is None for j in plan_jobs([Path("a/x.png"), Path("b/x.jpg")], Path("out"), suffix="", ext="png")]
+        >>> jobs = plan_jobs([Path("a/x.png"), Path("b/x.jpg")], Path("out"), suffix="", ext="png")
+        >>> [j.problem is None for j in jobs]
         [True, False]
     """
     from .io import output_path, resolve_extension
@@ -474,8 +480,9 @@ class _Upscaler:
 
         # A CPU generator draws the same noise on every device, so a rerun (or another GPU) reproduces the output.
         generator = torch.Generator().manual_seed(self.seed)
-        images = self.pipe(img.rgb, generator=generator, output_type="np", **self.call).images
-        rgb = images[0]
+        output = self.pipe(img.rgb, generator=generator, output_type="np", return_dict=True, **self.call)
+        assert not isinstance(output, tuple)  # return_dict=True
+        rgb = output.images[0]
         alpha = None if img.alpha is None else upscale_alpha(img.alpha, rgb.shape[:2])
         return rgb, alpha
 
@@ -536,9 +543,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     found, problems = collect_inputs(args.inputs)
     if not found:
-        for problem in problems:
-            console.error(problem)
-        raise UsageError("no input images found")
+        raise UsageError("no input images found" + "".join(f"; {problem}" for problem in problems))
     jobs = plan_jobs(sorted(found, key=str), Path(args.output), suffix=args.suffix, ext=args.ext)
     runner = _BatchRunner(args, jobs, console, dist_info)
     if dist_info.rank == 0:  # spec problems concern the whole job: report them once
@@ -550,7 +555,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             runner.run(dist_info.shard(jobs))
         except KeyboardInterrupt:
             runner.tally.interrupted = True
-    return _finish(runner.tally, time.monotonic() - started, console, dist_info)
+    return _finish(runner.tally, started, console, dist_info)
 
 
 class _BatchRunner:
@@ -582,7 +587,7 @@ class _BatchRunner:
             self.upscaler = _make_upscaler(self.args, self.console, self.dist_info, self.bars)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - any load failure is reported on one line, exit 2
+        except Exception as exc:  # any load failure is reported on one line, exit 2
             if self.args.debug:
                 raise
             self.console.error(str(exc) if isinstance(exc, StableSRError)
@@ -600,7 +605,7 @@ class _BatchRunner:
             self.console.error(str(exc))
             self.tally.fatal = True
             return False
-        except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
+        except Exception as exc:  # one bad image must not stop the batch
             if self.args.debug:
                 raise
             self.console.error(f"{job.source}: {_failure_reason(job, exc)}")
@@ -656,10 +661,10 @@ def _free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _finish(tally: Tally, seconds: float, console: Console, dist_info: DistInfo) -> int:
-    """Print this process's summary (and the global one on rank 0 of a distributed run); the exit code."""
+def _finish(tally: Tally, started: float, console: Console, dist_info: DistInfo) -> int:
+    """Print this process's summary (and the job-wide one on rank 0 of a distributed run); the exit code."""
     if not (tally.fatal and tally.done + tally.skipped + len(tally.failed) == 0):  # the error said it all
-        line = tally.line(seconds)
+        line = tally.line(time.monotonic() - started)
         console.out(f"{line} (interrupted)" if tally.interrupted else line)
         if tally.failed:
             console.out("failed: " + ", ".join(tally.failed))
@@ -669,10 +674,14 @@ def _finish(tally: Tally, seconds: float, console: Console, dist_info: DistInfo)
     if totals is None:
         return tally.exit_code()
     done, skipped, failed, fatal = totals
-    if dist_info.rank == 0:
-        print(f"done {done}, skipped {skipped}, failed {failed} in {seconds:.1f} s "
+    if dist_info.rank == 0:  # after the reduction every rank has finished: this is the job's wall time
+        print(f"done {done}, skipped {skipped}, failed {failed} in {time.monotonic() - started:.1f} s "
               f"(all {dist_info.world_size} processes)", flush=True)
-    # Every rank exits with the job-wide code, so the launcher reports one consistent result.
+    # The job's result is settled and every output written. torchrun sends SIGTERM to the other workers
+    # as soon as one exits non-zero; ignoring it now lets each exit with the job-wide code instead of
+    # being reported as killed.
+    with suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return EXIT_USAGE if fatal else EXIT_FAILED if failed else EXIT_OK
 
 
@@ -738,7 +747,7 @@ def _make_upscaler(args: argparse.Namespace, console: Console, dist_info: DistIn
     """Load the model named by the command line and check it can condition on the requested prompts."""
     device = _resolve_device(args.device, dist_info)
     dtype = _resolve_dtype(args.precision, device)
-    if not args.verbose:
+    if not args.debug:
         _quiet_library_logs()
     pipe = _load_pipeline(args, device, dtype, console, announce=dist_info.rank == 0)
     pipe.set_progress_bar_config(disable=not bars)

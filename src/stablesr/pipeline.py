@@ -200,7 +200,7 @@ class StableSRPipeline:
         for name, module in self.components.items():
             vae_like = name in ("vae", "struct_vae")
             d = dtype if not (vae_like and dtype == torch.float16) else torch.float32
-            module.to(device=device, dtype=d)
+            nn.Module.to(module, device=device, dtype=d)  # plain cast: we choose per component what stays fp32
         te = self.prompt_encoder._text_encoder
         if isinstance(te, nn.Module):
             te.to(device=device)

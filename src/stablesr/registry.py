@@ -70,12 +70,18 @@ class HubFile:
 
 
 # Published Git LFS object ids and sizes (see the module docstring for where they come from).
-_TURBO = HubFile("stablesr_turbo.ckpt", "3615aa00dcab2868042dcd1bba4979edbb6051e6e49c147cda6a2d550fb62c58", 6_481_632_291)
-_SR512 = HubFile("stablesr_000117.ckpt", "b8862bf3fd11c5b8fe82fb8a4618a1c74a29e0301a190bd6c2e84d68986ef9cb", 6_481_647_231)
+_TURBO = HubFile(
+    "stablesr_turbo.ckpt", "3615aa00dcab2868042dcd1bba4979edbb6051e6e49c147cda6a2d550fb62c58", 6_481_632_291
+)
+_SR512 = HubFile(
+    "stablesr_000117.ckpt", "b8862bf3fd11c5b8fe82fb8a4618a1c74a29e0301a190bd6c2e84d68986ef9cb", 6_481_647_231
+)
 _SR768V = HubFile(
     "stablesr_768v_000139.ckpt", "d5f83b544035b4bf24ab1d7aa86e0f83328e9ce121efb2c850f833178be3d10b", 6_481_647_231
 )
-_FACE = HubFile("face_stablesr_000050.ckpt", "ea839ea3e1eb99df7c95c7d7d17f282aa79052c74890deacb73e90c6d792b99c", 6_314_343_980)
+_FACE = HubFile(
+    "face_stablesr_000050.ckpt", "ea839ea3e1eb99df7c95c7d7d17f282aa79052c74890deacb73e90c6d792b99c", 6_314_343_980
+)
 _CFW = HubFile("vqgan_cfw_00011.ckpt", "5b20ed9a80e9bdbf9e76ff1642a6a5428ca3427b08b779248a88bfbba2e74e8e", 959_719_471)
 _FACE_CFW = HubFile(
     "face_vqgan_cfw_00011.ckpt", "085e82ae2a889ba953060a23ecf5955851bbeb7427be6d93c6012059805b3cce", 959_719_471
@@ -166,7 +172,7 @@ def cached_files(preset: ModelPreset, *, cache_dir: str | os.PathLike[str] | Non
 
     Example:
         >>> cached_files(resolve_preset("turbo"))  # doctest: +SKIP
-        {'stablesr_turbo.ckpt': PosixPath('~/.cache/huggingface/hub/models--Iceclear--StableSR/snapshots/.../stablesr_turbo.ckpt'),
+        {'stablesr_turbo.ckpt': PosixPath('.../hub/models--Iceclear--StableSR/snapshots/<commit>/stablesr_turbo.ckpt'),
          'vqgan_cfw_00011.ckpt': None}
     """
     from huggingface_hub import try_to_load_from_cache
@@ -373,7 +379,7 @@ def load_preset_pipeline(
     paths = download(preset, offline=offline, files=needed, announce=announce)
     pipe = StableSRPipeline.from_single_file(
         paths[preset.ckpt.name],
-        cfw_ckpt if cfw_ckpt is not None else paths[preset.cfw_ckpt.name],
+        Path(cfw_ckpt) if cfw_ckpt is not None else paths[preset.cfw_ckpt.name],
         prediction_type=preset.prediction_type,
         image_size=preset.image_size,
         prompt_embeds=prompt_embeds,
