@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def summary(stdout: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
-def small_copy(src: Path, dst: Path, size: tuple[int, int] = (48, 40), **save: object) -> Path:
+def small_copy(src: Path, dst: Path, size: tuple[int, int] = (48, 40), **save: Any) -> Path:
     """A downscaled copy of ``src`` keeping its mode (RGB, L, RGBA)."""
     with Image.open(src) as im:
         im.resize(size, Image.Resampling.LANCZOS).save(dst, **save)
@@ -153,7 +154,7 @@ def test_batch_16bit_stays_16bit(batch: dict) -> None:
     import cv2
 
     data = cv2.imread(str(batch["out"] / "deep16.png"), cv2.IMREAD_UNCHANGED)
-    assert data.dtype == np.uint16 and data.shape == (60, 72, 4)
+    assert data is not None and data.dtype == np.uint16 and data.shape == (60, 72, 4)
     assert len(np.unique(data[..., :3])) > 256  # real 16-bit values, not 8-bit ones scaled up
 
 

@@ -87,6 +87,7 @@ def test_presets_agree_with_file_name_detection(name: str) -> None:
     variant = detect_variant(preset.ckpt.name)
     assert variant["parameterization"] == preset.prediction_type
     assert variant["image_size"] == preset.image_size
+    assert (variant["default_steps"], variant["default_cfw_weight"]) == (preset.steps, preset.cfw_weight)
 
 
 def test_resolve_preset_is_forgiving_about_spelling_and_lists_choices() -> None:
@@ -131,7 +132,8 @@ def test_cached_files_and_offline_download_use_the_cache(tmp_path: Path) -> None
     found = registry.cached_files(preset, cache_dir=cache)
     assert set(found) == {"stablesr_turbo.ckpt", "vqgan_cfw_00011.ckpt"}
     assert all(p is not None and p.read_bytes() for p in found.values())
-    assert found["vqgan_cfw_00011.ckpt"].read_bytes() == b"cfw"
+    cfw = found["vqgan_cfw_00011.ckpt"]
+    assert cfw is not None and cfw.read_bytes() == b"cfw"
     assert REVISION in str(found["stablesr_turbo.ckpt"])
     for offline in (True, False):  # online too: cached files never trigger a download
         paths = registry.download(preset, offline=offline, cache_dir=cache, stream=io.StringIO())

@@ -42,7 +42,6 @@ _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _EXTENSIONS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "same")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _WEIGHT_SUFFIXES = frozenset({".ckpt", ".safetensors", ".pt", ".pth", ".bin"})
-_DEFAULT_MAX_PIXELS = 200_000_000  # the same default as stablesr.io.read_image (kept here to keep --help cheap)
 _DIST_TIMEOUT_S = 24 * 3600  # ranks wait this long for the slowest one before the global summary
 
 
@@ -81,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.handler(args))
+    except BrokenPipeError:  # `stablesr models | head -1`: the reader left; not an error worth a traceback
+        with suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except KeyboardInterrupt:
         _print_error("interrupted")
         return EXIT_INTERRUPTED
@@ -96,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _print_error(message: str, prefix: str = "") -> None:
-    print(f"{prefix}error: {_one_line(message)}", file=sys.stderr, flush=True)
+def _print_error(message: str) -> None:
+    print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _one_line(text: object) -> str:
@@ -176,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_upscale(sub: Any, common: argparse.ArgumentParser) -> None:
+    from .io import DEFAULT_MAX_PIXELS
+
     p = sub.add_parser(
         "upscale", parents=[common], help="upscale images, folders or globs",
         description="Upscale images. INPUT: image files, folders (their images) or glob patterns. One bad file "
@@ -232,7 +237,7 @@ def _add_upscale(sub: Any, common: argparse.ArgumentParser) -> None:
                           "when the format cannot hold it)")
     out.add_argument("--quality", metavar="Q", type=_number(int, 1, 100), default=95, help="JPEG/WebP quality")
     out.add_argument("--skip-existing", action="store_true", help="skip images whose output exists (resume)")
-    out.add_argument("--max-pixels", metavar="N", type=_number(int, 0), default=_DEFAULT_MAX_PIXELS,
+    out.add_argument("--max-pixels", metavar="N", type=_number(int, 0), default=DEFAULT_MAX_PIXELS,
                      help="refuse inputs with more pixels (0 = no limit)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
     out.add_argument("-v", "--verbose", action="store_true", help="one line per image")
@@ -365,11 +370,12 @@ class Tally:
         return f"done {self.done}, skipped {self.skipped}, failed {len(self.failed)} in {seconds:.1f} s"
 
     def exit_code(self) -> int:
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        if self.fatal:
-            return EXIT_USAGE
-        return EXIT_FAILED if self.failed else EXIT_OK
+        return EXIT_INTERRUPTED if self.interrupted else _exit_code(len(self.failed), self.fatal)
+
+
+def _exit_code(failed: int, fatal: bool) -> int:
+    """2 when the model could not be loaded, 1 when some image failed, else 0."""
+    return EXIT_USAGE if fatal else EXIT_FAILED if failed else EXIT_OK
 
 
 @dataclass
@@ -421,9 +427,10 @@ def plan_jobs(sources: Sequence[Path], out_dir: Path, *, suffix: str, ext: str) 
     jobs = []
     for src in sources:
         target = output_path(src, out_dir, suffix=suffix, ext=resolve_extension(ext, src.suffix, has_alpha=False))
-        key = _path_key(target)
+        # Names differing only in case clash too: they would on macOS and Windows file systems.
+        key = _path_key(target).casefold()
         problem = None
-        if key in inputs or _path_key(target, real=True) in inputs:
+        if _path_key(target, real=True) in inputs:
             problem = f"output {target} would overwrite an input image; choose another -o, --suffix or --ext"
         elif key in owner:
             problem = (f"output {target} would overwrite the result of {owner[key]} (same file name); "
@@ -435,7 +442,7 @@ def plan_jobs(sources: Sequence[Path], out_dir: Path, *, suffix: str, ext: str) 
 
 
 def _path_key(path: Path, *, real: bool = False) -> str:
-    """A comparable form of ``path`` (case-folded where the platform is case-insensitive)."""
+    """A comparable form of ``path``: absolute (or with links resolved), normalised as the platform compares."""
     return os.path.normcase(os.path.realpath(path) if real else os.path.abspath(path))
 
 
@@ -455,6 +462,7 @@ def upscale_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     Transparency is not image content, so it is resized, not diffused.
 
     Example:
+        >>> import numpy as np
         >>> upscale_alpha(np.ones((4, 6), np.float32), (8, 12)).shape
         (8, 12)
     """
@@ -518,6 +526,8 @@ def _check_upscale_args(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value and not Path(value).exists() and not (flag == "checkpoint" and _looks_like_repo_id(value)):
             raise UsageError(f"--{flag.replace('_', '-')} {value}: no such file or folder")
+    if "/" in args.suffix or os.sep in args.suffix:
+        raise UsageError(f"--suffix {args.suffix!r}: must not contain a path separator (use -o for folders)")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a folder")
@@ -567,7 +577,7 @@ class _BatchRunner:
         self.tally = Tally()
         self.sources = [j.source for j in all_jobs]  # write_image refuses to overwrite any of them
         # Planned outputs of all processes: an output whose name changes late must not take one of them.
-        self.planned = {_path_key(j.target): j.source for j in all_jobs if j.problem is None}
+        self.planned = {_path_key(j.target).casefold(): j.source for j in all_jobs if j.problem is None}
         self.bars = not args.quiet and dist_info.rank == 0 and sys.stderr.isatty()
         self.upscaler: _Upscaler | None = None
 
@@ -585,8 +595,6 @@ class _BatchRunner:
     def _load(self) -> bool:
         try:
             self.upscaler = _make_upscaler(self.args, self.console, self.dist_info, self.bars)
-        except KeyboardInterrupt:
-            raise
         except Exception as exc:  # any load failure is reported on one line, exit 2
             if self.args.debug:
                 raise
@@ -631,7 +639,7 @@ class _BatchRunner:
         img = read_image(job.source, max_pixels=args.max_pixels or None)
         target = _final_target(job, img, args.ext, args.suffix)
         if target != job.target:
-            owner = self.planned.get(_path_key(target))
+            owner = self.planned.get(_path_key(target).casefold())
             if owner is not None and owner != job.source:
                 raise StableSRError(f"output {target} would overwrite the result of {owner} (same file name)")
             if args.skip_existing and target.exists():
@@ -682,7 +690,7 @@ def _finish(tally: Tally, started: float, console: Console, dist_info: DistInfo)
     # being reported as killed.
     with suppress(ValueError):  # not the main thread: leave signals alone
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    return EXIT_USAGE if fatal else EXIT_FAILED if failed else EXIT_OK
+    return _exit_code(failed, bool(fatal))
 
 
 @contextmanager
@@ -719,10 +727,14 @@ def _resolve_device(requested: str | None, dist_info: DistInfo) -> torch.device:
         return device
     if not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available here; use --device cpu")
+    count = torch.cuda.device_count()
     if device.index is None and dist_info.distributed:
-        device = torch.device("cuda", dist_info.local_rank)
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"device {device} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        # One GPU per local rank; more processes than GPUs share them round-robin.
+        device = torch.device("cuda", dist_info.local_rank % count)
+    if device.index is not None and device.index >= count:
+        raise UsageError(f"--device {device}: only {count} CUDA device(s) here")
+    if device.index is not None:
+        torch.cuda.set_device(device)  # so code that uses "the current device" agrees
     return device
 
 
@@ -865,7 +877,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     import torch
     from huggingface_hub import constants
 
-    from .registry import stablesr_home
+    from .paths import stablesr_home
 
     for package in ("stablesr", "torch", "diffusers", "transformers", "huggingface_hub", "safetensors",
                     "accelerate", "opencv-python-headless", "pillow", "numpy"):

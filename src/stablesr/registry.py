@@ -5,9 +5,9 @@ byte size published for them), the resolution and prediction type the weights ca
 README's recommended sampling settings. :func:`download` fetches (or finds in the Hugging Face
 cache) a preset's files; :func:`load_preset_pipeline` builds a ready pipeline from them.
 
-What was verified about ``Iceclear/StableSR`` on the Hugging Face hub (from the hub's own file and
-commit pages, no download): the six file names below, and for each one the sha256 and exact byte
-size of its Git LFS pointer (commits 2f02eff "upload models", 3d279fd "upload models for 768v",
+What was verified about ``Iceclear/StableSR`` on the Hugging Face hub (from stored copies of the
+hub's own file and commit pages; nothing was downloaded): the six file names below, and for each
+the sha256 and exact byte size recorded in its Git LFS pointer (commits 2f02eff "upload models", 3d279fd "upload models for 768v",
 cf87bcf "upload face beta models" (as ``face_stablesr_000050.ckpt.ckpt``, later renamed) and
 2b66732 "Upload stablesr_turbo.ckpt"). Not verified: that ``main`` still serves these exact blobs
 today (checked cheaply at download time, see :func:`download`), and the face model's prediction
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import MissingWeightsError, StableSRError
+from .paths import stablesr_home  # re-exported: where the licence-notice marker lives
 
 if TYPE_CHECKING:  # heavy imports only for type checkers; the functions import lazily
     import torch
@@ -219,7 +220,7 @@ def download(
 
     Example:
         >>> paths = download(resolve_preset("turbo"), offline=True)  # doctest: +SKIP
-        >>> sorted(paths)
+        >>> sorted(paths)  # doctest: +SKIP
         ['stablesr_turbo.ckpt', 'vqgan_cfw_00011.ckpt']
     """
     offline = offline or _env_offline()
@@ -298,24 +299,11 @@ def _version_warnings(preset: ModelPreset, paths: dict[str, Path]) -> list[str]:
 # --------------------------------------------------------------------------------------------- licence
 
 
-def stablesr_home() -> Path:
-    """stablesr's own state folder: ``$STABLESR_HOME``, else ``$XDG_CACHE_HOME/stablesr`` or ``~/.cache/stablesr``.
-
-    Example:
-        >>> stablesr_home()  # doctest: +SKIP
-        PosixPath('/home/me/.cache/stablesr')
-    """
-    if os.environ.get("STABLESR_HOME"):
-        return Path(os.environ["STABLESR_HOME"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "stablesr"
-
-
 def licence_notice(preset: ModelPreset, *, stream: IO[str] | None = None) -> bool:
     """Print the weights' licence notice unless it was shown before on this machine; True if printed.
 
-    A marker file in :func:`stablesr_home` remembers it. When the marker cannot be written (read-only
-    home) the notice is shown every time rather than never.
+    A marker file in :func:`stablesr.paths.stablesr_home` remembers it. When the marker cannot be
+    written (read-only home) the notice is shown every time rather than never.
 
     Example:
         >>> licence_notice(resolve_preset("turbo"))  # doctest: +SKIP

@@ -29,24 +29,26 @@ INDEX_FILE = "model_index.json"
 PROMPT_FILE = "prompt_embeds.safetensors"
 FORMAT_VERSION = 1
 
-# Official file-name stems -> what the weights cannot tell (resolution, prediction type) and good defaults.
-KNOWN_VARIANTS: dict[str, dict[str, Any]] = {
-    "stablesr_768v": {"image_size": 768, "parameterization": "v", "default_steps": 200, "default_cfw_weight": 0.5},
-    "face_stablesr": {"image_size": 512, "parameterization": "v", "default_steps": 200, "default_cfw_weight": 0.0},
-    "stablesr_turbo": {"image_size": 512, "parameterization": "eps", "default_steps": 4, "default_cfw_weight": 0.5,
-                       "default_color_fix": "wavelet"},
-    "stablesr_000117": {"image_size": 512, "parameterization": "eps", "default_steps": 200, "default_cfw_weight": 0.5},
-    "webui_768v": {"image_size": 768, "parameterization": "v", "default_steps": 200, "default_cfw_weight": 0.0},
-}
+def known_variants() -> dict[str, dict[str, Any]]:
+    """Official file-name stems -> what the weights cannot tell (resolution, prediction type) and the
+    preset's defaults. Derived from :data:`stablesr.registry.PRESETS`, the one source of these settings."""
+    from ..registry import PRESETS
+
+    out = {
+        Path(p.ckpt.name).stem: {"image_size": p.image_size, "parameterization": p.prediction_type,
+                                 "default_steps": p.steps, "default_cfw_weight": p.cfw_weight,
+                                 "default_color_fix": p.color_fix, "name": p.name}
+        for p in PRESETS.values()
+    }
+    # SFT-only extract of the 768-v model distributed for the A1111 extension (no preset: needs a base model)
+    out["webui_768v"] = {"image_size": 768, "parameterization": "v", "default_cfw_weight": 0.0, "name": "webui-768v"}
+    return out
 
 
 def detect_variant(path: str | Path) -> dict[str, Any]:
     """Settings for a released checkpoint, recognised by its file name (the weights look alike)."""
-    stem = Path(path).name.lower()
-    for key, settings in KNOWN_VARIANTS.items():
-        if key in stem:
-            return dict(settings, name=key)
-    return {}
+    name = Path(path).name.lower()
+    return next((dict(v) for stem, v in known_variants().items() if stem in name), {})
 
 
 def _same_encoder(a: CFWAutoencoderKL, b: CFWAutoencoderKL) -> bool:
@@ -72,7 +74,7 @@ def pipeline_from_single_file(
 ) -> Any:
     from ..pipeline import PipelineConfig
 
-    variant = detect_variant(ckpt)
+    variant = detect_variant(ckpt)  # {} for files of unknown name
     if config is not None:
         model = read_config_file(config)
         spec = LDMSpec.from_official(model)
@@ -155,9 +157,12 @@ def save_pipeline(pipe: Any, directory: str | Path) -> Path:
                  "text_encoder": pe.has_text_encoder}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         if directory.exists():
-            if not (directory / INDEX_FILE).is_file():
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+            elif not (directory / INDEX_FILE).is_file():
                 raise CheckpointError(f"{directory}: exists and is not a stablesr model folder; not overwriting")
-            shutil.rmtree(directory)
+            else:
+                shutil.rmtree(directory)
         os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
