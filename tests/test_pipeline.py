@@ -157,3 +157,27 @@ def test_reduced_precision_stays_close_to_fp32(tiny_weights, photo):
     low = run(p, photo, upscale=3.2)
     assert np.isfinite(low).all()
     assert np.abs(low - ref).mean() < 0.02
+
+
+def test_webui_extract_on_a_separate_base_unet(pipe, tiny_weights, photo, tmp_path):
+    """SFT-only extracts (spade + structcond keys) load on top of a diffusers base model folder."""
+    from safetensors.torch import save_file
+
+    from stablesr.checkpoints.loading import load_state_dict
+
+    full = load_state_dict(tiny_weights["ldm"])
+    extract = {k: v for k, v in full.items() if ".spade." in k or k.startswith("structcond_stage_model.")}
+    save_file(extract, str(tmp_path / "webui_extract.safetensors"))
+    pipe.unet.save_pretrained(tmp_path / "base" / "unet")
+    webui = StableSRPipeline.from_single_file(tmp_path / "webui_extract.safetensors", tiny_weights["cfw"],
+                                              config=tiny_weights["config"], base_model=tmp_path / "base",
+                                              prompt_embeds=tiny_weights["prompt_embeds"])
+    webui.set_progress_bar_config(disable=True)
+    assert webui.struct_vae is None  # the extract has no VAE: the CFW encoder gives the structure latent
+    reference = StableSRPipeline(pipe.unet, pipe.sft_adapter, pipe.time_aware_encoder, pipe.vae,
+                                 prompt_encoder=pipe.prompt_encoder, config=pipe.config)
+    reference.set_progress_bar_config(disable=True)
+    assert np.array_equal(run(webui, photo, upscale=3.2), run(reference, photo, upscale=3.2))
+    with pytest.raises(StableSRError, match="base model"):
+        StableSRPipeline.from_single_file(tmp_path / "webui_extract.safetensors", tiny_weights["cfw"],
+                                          config=tiny_weights["config"])
