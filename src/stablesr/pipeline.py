@@ -101,8 +101,8 @@ def _to_batch(image: ImageInput) -> list[torch.Tensor]:
         return [t.float() * 2 - 1]
     if isinstance(image, np.ndarray):
         a = image.astype(np.float32)
-        if image.dtype == np.uint8:
-            a /= 255.0
+        if np.issubdtype(image.dtype, np.integer):  # uint8 / uint16 pixels
+            a /= float(np.iinfo(image.dtype).max)
         if a.ndim == 2:
             a = np.repeat(a[..., None], 3, axis=-1)
         return [torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1)[None] * 2 - 1]
@@ -422,12 +422,12 @@ class StableSRPipeline:
 
     @staticmethod
     def _convert_output(images: list[torch.Tensor], output_type: str, truncate: bool) -> Any:
+        same_size = all(im.shape[1:] == images[0].shape[1:] for im in images)
         if output_type == "pt":
-            return images[0] if len(images) == 1 and images[0].shape[0] > 1 else torch.cat(images) if all(
-                im.shape == images[0].shape for im in images) else images
+            return torch.cat(images) if same_size else images
         arrays = [im.permute(0, 2, 3, 1).float().cpu().numpy() for im in images]
         if output_type == "np":
-            return np.concatenate(arrays) if all(a.shape == arrays[0].shape for a in arrays) else arrays
+            return np.concatenate(arrays) if same_size else arrays
         if output_type != "pil":
             raise StableSRError(f"unknown output_type {output_type!r}; choose pil, np or pt")
         from PIL import Image
