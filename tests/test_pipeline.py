@@ -181,3 +181,30 @@ def test_webui_extract_on_a_separate_base_unet(pipe, tiny_weights, photo, tmp_pa
     with pytest.raises(StableSRError, match="base model"):
         StableSRPipeline.from_single_file(tmp_path / "webui_extract.safetensors", tiny_weights["cfw"],
                                           config=tiny_weights["config"])
+
+
+def test_validation_of_call_arguments(pipe, photo):
+    for kwargs in ({"num_inference_steps": 0}, {"init": "foo"}, {"upscale": float("inf")}, {"vae_tile_size": 32},
+                   {"vae_tile_size": 128, "vae_tile_overlap": 128}, {"start_timestep": 1000},
+                   {"start_timestep": 500, "init": "noise"}, {"color_fix": "sepia"}, {"cfw_weight": 1.5}):
+        kwargs.setdefault("upscale", 2.0)
+        with pytest.raises(StableSRError):
+            run(pipe, photo, **kwargs)
+    assert run(pipe, photo, upscale=2.0, vae_tile_size=0).shape == (1, 80, 80, 3)  # 0 = never tile
+
+
+def test_start_timestep_and_one_step(pipe, photo):
+    seen = []
+    run(pipe, photo, upscale=3.2, num_inference_steps=4, start_timestep=500, callback=lambda i, t, x: seen.append((i, t)))
+    assert seen == [(0, 333), (1, 0)]  # snapped to the first step at or below 500
+    seen.clear()
+    one = run(pipe, photo, upscale=3.2, num_inference_steps=1, callback=lambda i, t, x: seen.append((i, t)))
+    assert seen == [(0, 999)] and np.isfinite(one).all()
+
+
+def test_integer_inputs_are_scaled(pipe, photo):
+    arr = np.array(photo)
+    a = run(pipe, arr, upscale=3.2)
+    b = run(pipe, arr.astype(np.float32) / 255, upscale=3.2)
+    c = run(pipe, torch.from_numpy(arr).permute(2, 0, 1)[None], upscale=3.2)
+    assert np.array_equal(a, b) and np.array_equal(a, c)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import StableSRError
 from .models.sft import SFTAdapter
 from .models.time_aware_encoder import TimeAwareEncoder
 from .sampling import ModelFn
@@ -73,7 +74,7 @@ def _batch(context: torch.Tensor, n: int) -> torch.Tensor:
         return context.expand(n, *context.shape[1:])
     if n % context.shape[0] == 0:  # tiles of several images: contexts repeat per tile
         return context.repeat(n // context.shape[0], 1, 1)
-    raise ValueError(f"text context batch {context.shape[0]} does not match latent batch {n}")
+    raise StableSRError(f"prompt embeddings have {context.shape[0]} rows; give 1 or one per image")
 
 
 def canvas_model_fn(

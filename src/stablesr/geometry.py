@@ -62,10 +62,11 @@ class Geometry:
             target = (max(1, round(h * upscale)), max(1, round(w * upscale)))
         return cls((h, w), upscale, s, work, padded, target, official)
 
-    def upscale_and_pad(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """LR in [-1, 1] -> (upscaled image clamped to [-1, 1], padded copy for the VAE)."""
-        up = F.interpolate(lr, size=self.work, mode="bicubic", align_corners=False).clamp(-1, 1)
-        return up, pad_image(up, self.padded)
+    def upscale_and_pad(self, lr: torch.Tensor) -> torch.Tensor:
+        """LR in [-1, 1] -> the image the VAE sees: resized to ``work``, clamped to [-1, 1], padded."""
+        shrink = self.work[0] < lr.shape[-2] and not self.official  # antialias only when reducing (official: never)
+        up = F.interpolate(lr, size=self.work, mode="bicubic", align_corners=False, antialias=shrink).clamp(-1, 1)
+        return pad_image(up, self.padded)
 
     def finish(self, out01: torch.Tensor) -> torch.Tensor:
         """Padded-size output in [0, 1] -> final image at ``target`` size."""

@@ -8,6 +8,7 @@ fix, latent tiling (progressive aggregation), VAE tiling and the official quirks
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,11 +19,11 @@ import torch
 from torch import nn
 
 from . import vae_tiling
-from .color import apply_color_fix
+from .color import COLOR_FIXES, apply_color_fix
 from .denoiser import StableSRDenoiser, TextConditioning, canvas_model_fn
 from .errors import GeometryError, StableSRError
 from .geometry import Geometry
-from .models.cfw import CFWAutoencoderKL
+from .models.cfw import CFWAutoencoderKL, CFWEncoding
 from .models.sft import SFTAdapter
 from .models.text import PromptEncoder
 from .models.time_aware_encoder import TimeAwareEncoder
@@ -96,10 +97,15 @@ def _to_batch(image: ImageInput) -> list[torch.Tensor]:
         return [t for im in image for t in _to_batch(im)]
     if isinstance(image, torch.Tensor):
         t = image if image.ndim == 4 else image[None]
-        if t.shape[1] != 3:
-            raise StableSRError(f"image tensor must have 3 channels (B, 3, H, W), got shape {tuple(image.shape)}")
-        return [t.float() * 2 - 1]
+        if t.ndim != 4 or t.shape[1] != 3:
+            raise StableSRError(f"image tensor must have shape (B, 3, H, W), got {tuple(image.shape)}")
+        scale = 1.0 if t.is_floating_point() else float(torch.iinfo(t.dtype).max)
+        return [t.float() / scale * 2 - 1]
     if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
+            raise StableSRError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
         a = image.astype(np.float32)
         if np.issubdtype(image.dtype, np.integer):  # uint8 / uint16 pixels
             a /= float(np.iinfo(image.dtype).max)
@@ -111,6 +117,10 @@ def _to_batch(image: ImageInput) -> list[torch.Tensor]:
     except ImportError:  # pragma: no cover
         Image = None  # type: ignore[assignment]
     if Image is not None and isinstance(image, Image.Image):
+        if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit greyscale: keep its precision
+            return _to_batch(np.asarray(image, dtype=np.float32).clip(0, 65535) / 65535.0)
+        if image.mode == "F":
+            return _to_batch(np.asarray(image, dtype=np.float32))
         return _to_batch(np.asarray(image.convert("RGB")))
     raise StableSRError(f"unsupported image type {type(image).__name__}; give a PIL image, an array or a tensor")
 
@@ -201,9 +211,7 @@ class StableSRPipeline:
             vae_like = name in ("vae", "struct_vae")
             d = dtype if not (vae_like and dtype == torch.float16) else torch.float32
             nn.Module.to(module, device=device, dtype=d)  # plain cast: we choose per component what stays fp32
-        te = self.prompt_encoder._text_encoder
-        if isinstance(te, nn.Module):
-            te.to(device=device)
+        self.prompt_encoder.to(device)
         return self
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
@@ -240,7 +248,7 @@ class StableSRPipeline:
         tile_overlap: int | None = None,
         tile_batch_size: int = 4,
         vae_tile_size: int | None = 1024,
-        vae_tile_overlap: int = 128,
+        vae_tile_overlap: int | None = None,
         quirks: Quirks | None = None,
         output_type: Literal["pil", "np", "pt"] = "pil",
         return_dict: bool = True,
@@ -252,7 +260,8 @@ class StableSRPipeline:
             image: PIL image, (H, W, 3) array in [0, 1] (or uint8), (B, 3, H, W) tensor in [0, 1], or a list.
             upscale: output size = ``round(upscale x input size)``. Inputs whose upscaled short side is
                 below the model size are processed at the model size and resized back.
-            num_inference_steps: sampling steps (default: the model's, e.g. 200, or 4 for Turbo).
+            num_inference_steps: sampling steps (default: the model's, e.g. 200, or 4 for Turbo); 1 step
+                predicts x0 from t=999.
             sampler: ``"ddpm"`` (respaced ancestral, the paper's) or ``"ddim"`` (with ``eta``).
             cfw_weight: CFW fidelity weight ``w`` in [0, 1]; 0 = most realistic, 1 = most faithful.
             color_fix: ``"adain"``, ``"wavelet"`` or ``"none"``.
@@ -265,8 +274,9 @@ class StableSRPipeline:
             start_timestep: begin at this original timestep (x_T = LR latent noised to it).
             tile_size / tile_overlap: latent tile and overlap (default model size / 8 and half a tile).
             tile_batch_size: latent tiles per network call.
-            vae_tile_size / vae_tile_overlap: pixel tile for the VAE (None = never tile); with
-                ``quirks.pixel_tiles`` the size/overlap of the official whole-pipeline patches.
+            vae_tile_size / vae_tile_overlap: pixel tile for the VAE (None or 0 = never tile; at least 64)
+                and its overlap (default a quarter tile, at most 128); with ``quirks.pixel_tiles`` the
+                size/overlap of the official whole-pipeline patches.
             quirks: official behaviours to reproduce (:class:`Quirks`); default fixes all but the DDIM table.
             output_type: ``"pil"``, ``"np"`` or ``"pt"``.
             callback: ``callback(step_index, timestep, latent)`` after every sampling step.
@@ -277,21 +287,29 @@ class StableSRPipeline:
         # 1. Check inputs and resolve defaults
         cfg = self.config
         quirks = quirks or Quirks()
-        steps = int(num_inference_steps or cfg.default_steps)
+        steps = int(cfg.default_steps if num_inference_steps is None else num_inference_steps)
         w = cfg.default_cfw_weight if cfw_weight is None else float(cfw_weight)
-        color_fix = color_fix or cfg.default_color_fix
+        color_fix = cfg.default_color_fix if color_fix is None else color_fix
         if sampler not in ("ddpm", "ddim"):
             raise StableSRError(f"unknown sampler {sampler!r}; choose ddpm or ddim")
         if not 0.0 <= w <= 1.0:
             raise StableSRError(f"cfw_weight must be in [0, 1], got {w}")
         if not 1 <= steps <= 1000:
             raise StableSRError(f"num_inference_steps must be in 1..1000, got {steps}")
-        if color_fix not in ("adain", "wavelet", "none", "nofix"):
-            raise StableSRError(f"unknown colour fix {color_fix!r}; choose adain, wavelet or none")
-        tile = int(tile_size or cfg.sample_size // 8)
+        # One step: predict x0 from t=999. (The official respacing would put a lone step at t=0, which
+        # only decodes the starting noise.)
+        one_step = [999] if steps == 1 else None
+        if color_fix not in COLOR_FIXES + ("nofix",):
+            raise StableSRError(f"unknown colour fix {color_fix!r}; choose one of {', '.join(COLOR_FIXES)}")
+        if init not in ("noised_lr", "noise"):
+            raise StableSRError(f"unknown init {init!r}; choose noised_lr or noise")
+        if not (isinstance(upscale, (int, float)) and math.isfinite(upscale) and upscale > 0):
+            raise StableSRError(f"upscale must be a positive finite number, got {upscale}")
+        tile = int(cfg.sample_size // 8 if tile_size is None else tile_size)
         overlap = int(tile // 2 if tile_overlap is None else tile_overlap)
         if tile < 1 or not 0 <= overlap < tile:
             raise GeometryError(f"tile overlap must be in [0, tile size {tile}), got {overlap}")
+        vae_tile, vae_overlap = _vae_tiling(vae_tile_size, vae_tile_overlap)
         noise = noise or NoiseSource(generator)
         dev = self.device
 
@@ -299,23 +317,31 @@ class StableSRPipeline:
         text = self._text_conditioning(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
                                        guidance_scale, dev)
 
-        # 3. Sampler tables
+        # 3. Sampler tables; the timesteps that will run (all, or those from start_timestep down)
         if sampler == "ddpm":
-            sched = DiffusionSchedule.respaced(steps, cfg.linear_start, cfg.linear_end)
-
-            def run_sampler(fn, x_t):
-                return sample_ddpm(fn, x_t, sched, cfg.parameterization, noise, start_timestep=start_timestep,
-                                   callback=self._progress(steps, callback))
+            sched = DiffusionSchedule.respaced(steps, cfg.linear_start, cfg.linear_end, timesteps=one_step)
+            run_t = [int(t) for t in reversed(sched.timesteps.tolist())]
         else:
-            table = DDIMTable.build(steps, eta, compat=quirks.ddim_timestep_mismatch,
-                                    base=DiffusionSchedule.base(cfg.linear_start, cfg.linear_end))
+            table = DDIMTable.build(steps, eta, compat=quirks.ddim_timestep_mismatch and one_step is None,
+                                    base=DiffusionSchedule.base(cfg.linear_start, cfg.linear_end), timesteps=one_step)
+            run_t = list(table.model_t)
+        start_t = None
+        if start_timestep is not None:
+            if init == "noise":
+                raise StableSRError("start_timestep needs init='noised_lr' (it noises the LR latent to that step)")
+            run_t = [t for t in run_t if t <= int(start_timestep)]
+            if not 0 <= int(start_timestep) <= 999 or not run_t:
+                raise StableSRError(f"start_timestep must be in 0..999 and not below the last step, got {start_timestep}")
+            start_t = run_t[0]  # snap to the first step that actually runs, so x_T matches it
 
-            def run_sampler(fn, x_t):
-                return sample_ddim(fn, x_t, table, cfg.parameterization, noise, start_timestep=start_timestep,
-                                   callback=self._progress(steps, callback))
+        def run_sampler(fn: Callable, x_t: torch.Tensor) -> torch.Tensor:
+            cb = self._progress(len(run_t), callback)
+            if sampler == "ddpm":
+                return sample_ddpm(fn, x_t, sched, cfg.parameterization, noise, start_timestep=start_t, callback=cb)
+            return sample_ddim(fn, x_t, table, cfg.parameterization, noise, start_timestep=start_t, callback=cb)
 
         settings = _RunSettings(text, run_sampler, noise, tile, overlap, tile_batch_size, w, color_fix, init,
-                                start_timestep, vae_tile_size, vae_tile_overlap, quirks)
+                                start_t, vae_tile, vae_overlap, quirks)
         images, latents = [], []
         for lr in _to_batch(image):
             out, lat = self._upscale_one(lr.to(dev), float(upscale), settings)
@@ -334,7 +360,7 @@ class StableSRPipeline:
         # 4. Geometry: work at >= model size, pad for the VAE
         geo = Geometry.plan(tuple(lr.shape[-2:]), upscale, self.config.sample_size,
                             official=s.quirks.tile_script_geometry)
-        _, padded = geo.upscale_and_pad(lr)
+        padded = geo.upscale_and_pad(lr)
         latents = None
         patch = s.vae_tile_size
         if s.quirks.pixel_tiles and patch is not None and max(padded.shape[-2:]) > patch:
@@ -367,9 +393,8 @@ class StableSRPipeline:
             moments = vae_tiling.encode_moments(self.vae, image.to(self.vae.dtype), tile_px=vae_tile,
                                                 overlap_px=s.vae_tile_overlap)
             features = None
-        mean, logvar = moments.chunk(2, dim=1)
-        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-        init = cfg.scale_factor * (mean + std * s.noise.draw(mean.shape, like=mean))
+        posterior = CFWEncoding(moments, [])
+        init = cfg.scale_factor * posterior.sample(s.noise.draw(posterior.mean.shape, like=posterior.mean))
 
         # 5b. Starting latent
         base = DiffusionSchedule.base(cfg.linear_start, cfg.linear_end)
@@ -409,7 +434,7 @@ class StableSRPipeline:
             return callback
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, **{"leave": False, "desc": "steps", **self.progress_bar_config})
+        bar = tqdm(total=total, **{"leave": False, "desc": "steps", **self.progress_bar_config})  # total = steps run
 
         def step(i: int, t: int, x: torch.Tensor) -> None:
             bar.update(1)
@@ -438,6 +463,19 @@ class StableSRPipeline:
             q = np.floor(q) if truncate else np.round(q)
             out += [Image.fromarray(x) for x in np.clip(q, 0, 255).astype(np.uint8)]
         return out
+
+
+def _vae_tiling(size: int | None, overlap: int | None) -> tuple[int | None, int]:
+    """Validated (tile, overlap) for the VAE in pixels; ``None`` tile = never tile."""
+    if not size:
+        return None, 0
+    size = int(size)
+    if size < 64:
+        raise GeometryError(f"VAE tile must be at least 64 px (or 0 to disable tiling), got {size}")
+    overlap = min(128, size // 4) if overlap is None else int(overlap)
+    if not 0 <= overlap < size:
+        raise GeometryError(f"VAE tile overlap must be in [0, VAE tile {size}), got {overlap}")
+    return size, overlap
 
 
 @dataclass

@@ -141,12 +141,11 @@ def sample_ddim(
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """The DDIM loop (one noise draw per step, even when eta is 0, as the official sampler does)."""
-    for k in range(len(table)):
+    indices = [k for k in range(len(table)) if start_timestep is None or table.model_t[k] <= start_timestep]
+    for step, k in enumerate(indices):
         t = table.model_t[k]
-        if start_timestep is not None and t > start_timestep:
-            continue
         out = model_fn(x, t)
         x, _ = ddim_step(table, k, x, out, parameterization, noise.draw(x.shape, like=x))
         if callback is not None:
-            callback(k, t, x)
+            callback(step, t, x)
     return x

@@ -90,11 +90,15 @@ class DiffusionSchedule:
 
     @classmethod
     def respaced(
-        cls, num_steps: int, linear_start: float = LINEAR_START, linear_end: float = LINEAR_END
+        cls, num_steps: int, linear_start: float = LINEAR_START, linear_end: float = LINEAR_END,
+        timesteps: list[int] | None = None,
     ) -> DiffusionSchedule:
-        """The respaced DDPM schedule: ``beta'_k = 1 - abar[t_k] / abar[t_{k-1}]`` from the float32 ``abar``."""
+        """The respaced DDPM schedule: ``beta'_k = 1 - abar[t_k] / abar[t_{k-1}]`` from the float32 ``abar``.
+
+        ``timesteps`` replaces the official ``space_timesteps(num_steps)`` choice of kept steps.
+        """
         base = cls.base(linear_start, linear_end)
-        kept = space_timesteps(num_steps)
+        kept = sorted(timesteps) if timesteps is not None else space_timesteps(num_steps)
         ac = base.alphas_cumprod  # float32, as the official loop reads it back from the model buffer
         last = torch.tensor(1.0, dtype=torch.float32)
         betas = []
@@ -123,10 +127,12 @@ class DDIMTable:
     sigma: list[float]
 
     @classmethod
-    def build(cls, num_steps: int, eta: float, compat: bool = True, base: DiffusionSchedule | None = None) -> DDIMTable:
+    def build(cls, num_steps: int, eta: float, compat: bool = True, base: DiffusionSchedule | None = None,
+              timesteps: list[int] | None = None) -> DDIMTable:
+        """``timesteps`` (ascending) replaces ``space_timesteps(num_steps)`` as the networks' timesteps."""
         base = base or DiffusionSchedule.base()
         ac = base.alphas_cumprod
-        model_t = space_timesteps(num_steps)
+        model_t = sorted(timesteps) if timesteps is not None else space_timesteps(num_steps)
         if compat:
             coef_t = list(range(0, NUM_TRAIN_TIMESTEPS, NUM_TRAIN_TIMESTEPS // num_steps))[:num_steps]
             prev = [ac[0].item()] + [ac[t].item() for t in coef_t[:-1]]  # alpha_prev of index 0 is abar_0

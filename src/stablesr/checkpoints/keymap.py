@@ -222,9 +222,5 @@ def split_cfw_state_dict(sd: Mapping[str, torch.Tensor], *, vae_table: Mapping[s
     return out
 
 
-def strip_prefix(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-
-
 def has_prefix(keys: Iterable[str], prefix: str) -> bool:
     return any(k.startswith(prefix) for k in keys)

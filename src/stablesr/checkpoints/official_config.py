@@ -126,6 +126,7 @@ class LDMSpec:
     linear_start: float
     linear_end: float
     cond_channels: int
+    time_replace: int = 1000  # respaced step count the model trains with (1000 = none)
 
     @classmethod
     def from_official(cls, model: dict[str, Any]) -> LDMSpec:
@@ -144,6 +145,7 @@ class LDMSpec:
             linear_start=float(p.get("linear_start", 0.00085)),
             linear_end=float(p.get("linear_end", 0.012)),
             cond_channels=p["unet_config"]["params"].get("semb_channels", 256),
+            time_replace=int(p.get("time_replace") or 1000),
         )
 
 

@@ -150,6 +150,8 @@ def save_pipeline(pipe: Any, directory: str | Path) -> Path:
         if pe.has_text_encoder:
             pe("")  # make sure the empty-prompt embedding is cached in the folder
             pe.text_encoder().save_pretrained(tmp / "text_encoder", safe_serialization=True)
+        if pe.tokenizer is not None:  # makes the folder self-sufficient for new prompts offline
+            pe.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         if pe.cache:
             pe.save(tmp / PROMPT_FILE)
         index = {"_class_name": "StableSRPipeline", "format_version": FORMAT_VERSION,

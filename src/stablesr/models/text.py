@@ -44,6 +44,20 @@ class PromptEncoder:
         self._text_encoder = text_encoder
         self._tokenizer = tokenizer
         self.persist_to = Path(persist_to) if persist_to else None  # computed embeddings are saved here
+        self.device: torch.device | None = None  # where a lazily built text encoder goes
+
+    def to(self, device: torch.device | str | None) -> PromptEncoder:
+        """Run the text encoder on ``device`` (now if built, else when it is built)."""
+        if device is not None:
+            self.device = torch.device(device)
+            if isinstance(self._text_encoder, nn.Module):
+                self._text_encoder.to(self.device)
+        return self
+
+    @property
+    def tokenizer(self) -> object | None:
+        """The tokenizer if one has been loaded (it is saved with the model then)."""
+        return self._tokenizer if hasattr(self._tokenizer, "save_pretrained") else None
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> PromptEncoder:
@@ -78,6 +92,8 @@ class PromptEncoder:
             )
         if not isinstance(self._text_encoder, nn.Module):
             self._text_encoder = self._text_encoder()
+            if self.device is not None:
+                self._text_encoder.to(self.device)
         return self._text_encoder
 
     def tokenize(self, prompt: str) -> torch.Tensor:
