@@ -889,7 +889,9 @@ def cmd_env(args: argparse.Namespace) -> int:
     for line in _device_lines(torch):
         print(f"device: {line}")
     print(f"hf cache: {constants.HF_HUB_CACHE}")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    from .registry import _env_offline
+
+    offline = _env_offline()
     print(f"hf offline: {'yes' if offline else 'no'} (HF_HUB_OFFLINE)")
     print(f"stablesr home: {stablesr_home()}")
     launch = {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if k in os.environ}

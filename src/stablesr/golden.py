@@ -72,8 +72,7 @@ class GoldenModels:
                                 linear_end=spec.linear_end)
         pipe = StableSRPipeline(self.parts.unet, self.parts.sft_adapter, self.parts.time_aware_encoder, self.vae,
                                 struct_vae=self.parts.struct_vae, config=config)
-        pipe.set_progress_bar_config(disable=True)
-        self.denoiser = pipe.denoiser
+        pipe.set_progress_bar_config(disable=True)  # its denoiser shares our adapter, whose hooks stay attached
         return pipe
 
     @property

@@ -382,15 +382,13 @@ class StableSRPipeline:
         """Encode -> sample -> decode -> colour fix for one padded image (sides multiples of 8), in [-1, 1]."""
         cfg = self.config
         # 5a. Structure latent: a posterior SAMPLE of the LR image, scaled (one draw)
-        if self.struct_vae is not None:
-            moments = vae_tiling.encode_moments(self.struct_vae, image.to(self.struct_vae.dtype), tile_px=vae_tile,
-                                                overlap_px=s.vae_tile_overlap)
-            features = None
-        elif vae_tile is None or max(image.shape[-2:]) <= vae_tile:
+        untiled = vae_tile is None or max(image.shape[-2:]) <= vae_tile
+        if self.struct_vae is None and untiled:  # one encoder pass gives the latent and the CFW features
             enc = self.vae.encode_with_features(image.to(self.vae.dtype))
             moments, features = enc.moments.float(), enc.features
-        else:
-            moments = vae_tiling.encode_moments(self.vae, image.to(self.vae.dtype), tile_px=vae_tile,
+        else:  # the decoder re-encodes its tiles (or the whole image) for the features
+            source = self.struct_vae or self.vae
+            moments = vae_tiling.encode_moments(source, image.to(source.dtype), tile_px=vae_tile,
                                                 overlap_px=s.vae_tile_overlap)
             features = None
         posterior = CFWEncoding(moments, [])
