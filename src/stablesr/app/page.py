@@ -91,7 +91,8 @@ def build_demo(backend: Backend | None, options: PageOptions, load_error: str | 
                 slider = gr.ImageSlider(label="Before / after", type="filepath", format="png",
                                         buttons=["download", "fullscreen"], interactive=False, elem_id="result")
                 status = gr.Markdown("", elem_id="status")
-                gallery = gr.Gallery(label="Results", columns=4, height=200, elem_id="gallery", interactive=False)
+                gallery = gr.Gallery(label="Results (click one to compare it)", columns=6, height=160, object_fit="contain",
+                                 allow_preview=False, elem_id="gallery", interactive=False)
                 downloads = gr.File(label="Full-resolution PNG", file_count="multiple", interactive=False,
                                     elem_id="downloads")
         pairs = gr.State([])  # this session's (before, after) paths, for the gallery's selection

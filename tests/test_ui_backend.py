@@ -1,0 +1,99 @@
+"""The web UI's model side (:mod:`stablesr.app.backend`) on the tiny golden model, and the ``ui`` command's
+argument handling, without a server or a browser (those are in test_ui_server.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stablesr.app.backend import Backend, ModelChoice, Settings, describe_error
+from stablesr.app.cli import DEFAULT_MAX_PIXELS, register, run
+from stablesr.errors import InputImageError, StableSRError
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_weights: dict[str, Path]) -> Backend:
+    for key in ("ldm", "cfw", "config", "prompt_embeds"):
+        if not tiny_weights[key].is_file():
+            pytest.skip(f"{tiny_weights[key]} not available")
+    choice = ModelChoice(checkpoint=str(tiny_weights["ldm"]), cfw_checkpoint=str(tiny_weights["cfw"]),
+                         config=str(tiny_weights["config"]), prompt_embeds=str(tiny_weights["prompt_embeds"]),
+                         device="cpu")
+    return Backend.load(choice, max_pixels=20_000)
+
+
+def test_upscale_file_keeps_16_bit_and_alpha_and_reports_steps(backend: Backend, data_dir: Path,
+                                                               tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    deep = cv2.imread(str(data_dir / "real_lr" / "tree_alpha_16bit.png"), cv2.IMREAD_UNCHANGED)
+    source = tmp_path / "tree.png"
+    cv2.imwrite(str(source), cv2.resize(deep, (40, 32), interpolation=cv2.INTER_AREA))
+    original = source.read_bytes()
+    steps: list[tuple[int, int]] = []
+    result = backend.upscale_file(source, tmp_path / "out", Settings(scale=2, steps=2, color_fix="wavelet"),
+                                  on_step=lambda done, total: steps.append((done, total)))
+    assert steps == [(1, 2), (2, 2)]
+    out = cv2.imread(str(result.output), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint16 and out.shape == (64, 80, 4)
+    assert result.size == (80, 64) and result.output.suffix == ".png"
+    with Image.open(result.before) as before:  # the slider's other side: the input at the output size
+        assert before.size == (80, 64) and before.mode == "RGBA"
+    assert source.read_bytes() == original  # the input is left alone
+
+
+def test_upscale_file_refuses_images_above_the_pixel_limit(backend: Backend, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    Image.new("RGB", (200, 200), (10, 20, 30)).save(big)
+    with pytest.raises(InputImageError, match=r"200x200 \(40,000 pixels\), above the limit of 20,000"):
+        backend.upscale_file(big, tmp_path / "out", Settings(scale=2, steps=1))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (Settings(tile=8, tile_overlap=8), r"tile overlap \(8\) must be smaller than the tile \(8\)"),
+    (Settings(negative_prompt="blurry"), "a negative prompt needs a guidance scale other than 1"),
+    (Settings(color_fix="sepia"), "unknown colour fix 'sepia'"),
+    (Settings(fidelity=1.5), r"fidelity must be in \[0, 1\]"),
+    (Settings(scale=0), "scale must be positive"),
+])
+def test_settings_refuse_impossible_combinations(settings: Settings, message: str) -> None:
+    with pytest.raises(StableSRError, match=message):
+        settings.check()
+
+
+def test_error_messages_name_the_upload_not_the_server_path() -> None:
+    exc = InputImageError("/tmp/stablesr-ui-abc/gradio/123/x.png", "not a recognised image file")
+    assert describe_error(exc, "x.png") == "x.png: not a recognised image file"
+    assert describe_error(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), "a.jpg").startswith(
+        "a.jpg: out of memory; try a smaller scale or tile size")
+    assert describe_error(ValueError("bad\nthing"), "a.jpg") == "a.jpg: unexpected ValueError: bad thing"
+
+
+def test_register_adds_the_ui_command_with_safe_defaults() -> None:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(), [])
+    args = parser.parse_args(["ui", "--model", "turbo"])
+    assert args.func is run
+    assert (args.host, args.port, args.share, args.concurrency, args.max_pixels) == (
+        "127.0.0.1", 7860, False, 1, DEFAULT_MAX_PIXELS)
+
+
+def test_bad_flags_fail_in_one_line_without_importing_gradio(tmp_path: Path) -> None:
+    code = ("import sys; from stablesr.app.cli import main; rc = main(sys.argv[1:]); "
+            "print('gradio' in sys.modules, rc)")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), HF_HUB_OFFLINE="1")
+    missing = tmp_path / "nope.ckpt"
+    result = subprocess.run([sys.executable, "-c", code, "ui", "--checkpoint", str(missing)], capture_output=True,
+                            text=True, env=env, timeout=120, check=False)
+    assert result.stdout.split() == ["False", "2"], result.stderr
+    assert result.stderr.strip() == f"error: --checkpoint {missing}: no such file or folder"
+    result = subprocess.run([sys.executable, "-c", code, "ui", "--port", "99999"], capture_output=True,
+                            text=True, env=env, timeout=120, check=False)
+    assert result.stdout.split() == ["False", "2"] and "must be in 1..65535" in result.stderr

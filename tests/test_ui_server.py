@@ -1,0 +1,327 @@
+"""End-to-end tests of ``stablesr ui``: the real server (a subprocess on 127.0.0.1, tiny golden model),
+driven by headless Chromium through selenium, and called through gradio_client.
+
+Nothing here reaches the network: Gradio analytics are off, the hub is offline, Chromium resolves
+every host but 127.0.0.1 to nothing, and selenium is given the system chromedriver (so Selenium
+Manager never downloads anything). A screenshot of the page after an upscale is saved under the
+test's tmp dir (its path is printed; ``STABLESR_UI_SCREENSHOT=path`` saves a copy there too).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+START_TIMEOUT_S = 180  # gradio import + model load on a busy 2-core machine
+RESULT_TIMEOUT_S = 240
+MAX_PIXELS = 20_000  # the server's input limit in these tests: 64x32 passes, 200x200 does not
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    tmpdir: Path  # the server's TMPDIR: its private folder must be gone after it stops
+    log: Path
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HOME=str(root / "hf"), STABLESR_HOME=str(root / "stablesr"), OMP_NUM_THREADS="2",
+               TMPDIR=str(root / "tmp"), NO_PROXY="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+    for key in ("GRADIO_SHARE", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "GRADIO_TEMP_DIR", "HF_HUB_CACHE"):
+        env.pop(key, None)
+    (root / "tmp").mkdir(parents=True, exist_ok=True)
+    src = Path(__file__).resolve().parents[1] / "src"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    return env
+
+
+def start_server(root: Path, flags: list[str]) -> Server:
+    port = free_port()
+    log = root / "server.log"
+    env = server_env(root)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stablesr.app", "ui", "--host", "127.0.0.1", "--port",
+                                 str(port), *flags], stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = Server(f"http://127.0.0.1:{port}/", proc, root / "tmp", log)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(server.url, timeout=5) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    pytest.fail(f"the server did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_flags(tiny_weights: dict[str, Path]) -> list[str]:
+    for key in ("ldm", "cfw", "config", "prompt_embeds"):
+        if not tiny_weights[key].is_file():
+            pytest.skip(f"{tiny_weights[key]} not available")
+    return ["--checkpoint", str(tiny_weights["ldm"]), "--cfw-checkpoint", str(tiny_weights["cfw"]),
+            "--config", str(tiny_weights["config"]), "--prompt-embeds", str(tiny_weights["prompt_embeds"]),
+            "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_flags: list[str]) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("ui-server"), [*tiny_model_flags, "--max-pixels", str(MAX_PIXELS)])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
+    """Small copies of real photos (64x32 RGB, 48x32 RGBA), a 200x200 one over the limit, a corrupt file."""
+    root = tmp_path_factory.mktemp("ui-images")
+    real = data_dir / "real_lr"
+    with Image.open(real / "00003.png") as im:
+        im.convert("RGB").resize((64, 32), Image.Resampling.LANCZOS).save(root / "street.png")
+        im.convert("RGB").resize((200, 200), Image.Resampling.LANCZOS).save(root / "big.png")
+    with Image.open(real / "children-alpha.png") as im:
+        rgba = np.array(im.convert("RGBA").resize((48, 32), Image.Resampling.LANCZOS))
+    rgba[:, :24, 3], rgba[:, 24:, 3] = 0, 255  # known transparency: left half clear, right half opaque
+    Image.fromarray(rgba, "RGBA").save(root / "children.png")
+    (root / "x.png").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    return {"rgb": root / "street.png", "big": root / "big.png", "rgba": root / "children.png",
+            "corrupt": root / "x.png"}
+
+
+# --------------------------------------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip(f"headless browser tests need {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium "
+                    "chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_AVOID_STATS"] = "true"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1400,1100",
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(120)
+    yield driver
+    driver.quit()
+
+
+def open_page(driver: object, url: str) -> object:
+    """A fresh session of the page, ready when the Upscale button can be clicked."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, 120).until(ec.element_to_be_clickable((By.ID, "run-btn")))
+    return WebDriverWait(driver, RESULT_TIMEOUT_S)
+
+
+def upload(driver: object, wait: object, *paths: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.CSS_SELECTOR, "#input-files input[type=file]")
+    field.send_keys("\n".join(str(p) for p in paths))
+    # The file list shows each name as stem and suffix on separate lines.
+    wait.until(lambda d: all(p.stem in d.find_element(By.ID, "input-files").text for p in paths))
+
+
+def set_number(driver: object, css: str, value: float) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element(By.CSS_SELECTOR, css)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value), Keys.TAB)
+
+
+def slider_images(driver: object) -> list[list[int]] | None:
+    """Natural sizes of the slider's two images once both have loaded, else None."""
+    return driver.execute_script(
+        "const imgs = [...document.querySelectorAll('#result img[data-testid=imageslider-image]')];"
+        "if (imgs.length !== 2 || !imgs.every(i => i.complete && i.naturalWidth > 0)) return null;"
+        "return imgs.map(i => [i.naturalWidth, i.naturalHeight]);")
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read()
+
+
+def save_screenshot(driver: object, path: Path, *, keep: bool = True) -> None:
+    driver.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+    if keep and os.environ.get("STABLESR_UI_SCREENSHOT"):
+        shutil.copyfile(path, os.environ["STABLESR_UI_SCREENSHOT"])
+
+
+def test_browser_upscale_shows_slider_gallery_and_download(server: Server, browser: object, images: dict,
+                                                           tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(browser, server.url)
+    upload(browser, wait, images["rgb"])
+    set_number(browser, "#scale input[type=number]", 2)
+    set_number(browser, "#steps input[type=number]", 2)
+    browser.find_element(By.ID, "run-btn").click()
+    sizes = wait.until(slider_images)
+    assert sizes == [[128, 64], [128, 64]]  # before (input resized) and after, both 2 x (64, 32)
+    status = wait.until(lambda d: d.find_element(By.ID, "status").text)
+    assert "Upscaled 1 image(s)" in status and "128x64" in status
+
+    # The download is the full-resolution lossless PNG, served by the same server.
+    link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#downloads a[href]"))[0]
+    href = link.get_attribute("href")
+    assert href.startswith(server.url)
+    out = tmp_path / "download.png"
+    out.write_bytes(fetch(href))
+    with Image.open(out) as im:
+        assert (im.format, im.size, im.mode) == ("PNG", (128, 64), "RGB")
+    assert wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery img"))
+    assert "Traceback" not in browser.page_source
+    time.sleep(0.5)  # let the slider's fade-in finish, for the picture only
+    save_screenshot(browser, tmp_path / "ui.png")
+
+
+def test_browser_corrupt_upload_shows_message(server: Server, browser: object, images: dict,
+                                              tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(browser, server.url)
+    upload(browser, wait, images["corrupt"])
+    browser.find_element(By.ID, "run-btn").click()
+    toast = "[data-testid=toast-body].error [data-testid=toast-text]"
+    text = wait.until(lambda d: " ".join(e.text for e in d.find_elements(By.CSS_SELECTOR, toast)))
+    assert "x.png: not a recognised image file" in text
+    assert str(server.tmpdir) not in text and "Traceback" not in browser.page_source
+    assert slider_images(browser) is None
+    save_screenshot(browser, tmp_path / "ui-error.png", keep=False)
+
+
+# --------------------------------------------------------------------------------------------- API
+
+
+@pytest.fixture(scope="module")
+def client(server: Server, tmp_path_factory: pytest.TempPathFactory) -> object:
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(server.url, verbose=False, download_files=str(tmp_path_factory.mktemp("dl")))
+
+
+def test_api_endpoint_parameters_are_named_like_the_cli(client: object) -> None:
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/upscale"]
+    params = {p["parameter_name"]: p for p in info["parameters"]}
+    assert list(params)[:7] == ["image", "scale", "steps", "fidelity", "color_fix", "sampler", "seed"]
+    assert {"tile", "tile_overlap", "guidance_scale", "prompt", "negative_prompt"} <= set(params)
+    assert params["scale"]["parameter_default"] == 4.0 and params["seed"]["parameter_default"] == 42
+    assert params["steps"]["parameter_default"] is None and params["sampler"]["parameter_default"] == "ddpm"
+
+
+def test_api_upscale_keeps_alpha(client: object, images: dict) -> None:
+    from gradio_client import handle_file
+
+    path = client.predict(image=handle_file(str(images["rgba"])), scale=2, steps=1, color_fix="wavelet",
+                          api_name="/upscale")
+    with Image.open(path) as im:
+        assert (im.format, im.size, im.mode) == ("PNG", (96, 64), "RGBA")
+        alpha = np.asarray(im.getchannel("A"), dtype=np.float32)
+    assert alpha[:, :40].max() <= 8 and alpha[:, 56:].min() >= 247  # the transparent half stays transparent
+
+
+def test_api_same_seed_same_result_other_seed_differs(client: object, images: dict) -> None:
+    from gradio_client import handle_file
+
+    def run(seed: int) -> np.ndarray:
+        path = client.predict(image=handle_file(str(images["rgb"])), scale=2, steps=1, seed=seed,
+                              api_name="/upscale")
+        with Image.open(path) as im:
+            return np.asarray(im, dtype=np.int16)
+
+    first, again, other = run(1), run(1), run(2)
+    assert np.abs(first - again).max() <= 1  # tolerance: one 8-bit level
+    assert np.abs(first - other).mean() > 0.5
+
+
+def test_api_errors_are_one_line_messages(client: object, images: dict) -> None:
+    from gradio_client import handle_file
+
+    with pytest.raises(Exception, match=r"big\.png: image is 200x200 \(40,000 pixels\), above the limit"):
+        client.predict(image=handle_file(str(images["big"])), steps=2, api_name="/upscale")
+    with pytest.raises(Exception, match=r"x\.png: not a recognised image file"):
+        client.predict(image=handle_file(str(images["corrupt"])), steps=2, api_name="/upscale")
+    with pytest.raises(Exception, match=r"tile overlap \(8\) must be smaller than the tile \(8\)"):
+        client.predict(image=handle_file(str(images["rgb"])), steps=2, tile=8, tile_overlap=8, api_name="/upscale")
+
+
+def test_stop_removes_private_temp_folder(server: Server) -> None:
+    """Last in this module: SIGTERM stops the server cleanly and its temporary folder is gone."""
+    assert [p.name for p in server.tmpdir.iterdir() if p.name.startswith("stablesr-ui-")]
+    assert server.stop() == 0, server.log.read_text()
+    assert not [p.name for p in server.tmpdir.iterdir() if p.name.startswith("stablesr-ui-")]
+    log = server.log.read_text()
+    assert "serving on http://127.0.0.1:" in log and "Traceback" not in log
+
+
+# --------------------------------------------------------------------------------------------- model errors
+
+
+def test_missing_weights_are_explained_in_the_page(tmp_path: Path) -> None:
+    pytest.importorskip("gradio_client")
+    from gradio_client import Client, handle_file
+
+    srv = start_server(tmp_path, ["--model", "turbo", "--offline", "--device", "cpu"])
+    try:
+        config = fetch(srv.url + "config").decode()
+        assert "The model could not be loaded" in config and "stablesr download turbo" in config
+        image = tmp_path / "a.png"
+        Image.new("RGB", (32, 32), (90, 120, 30)).save(image)
+        client = Client(srv.url, verbose=False, download_files=str(tmp_path / "dl"))
+        with pytest.raises(Exception, match="The model is not loaded"):
+            client.predict(image=handle_file(str(image)), api_name="/upscale")
+    finally:
+        assert srv.stop() == 0
