@@ -28,7 +28,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 START_TIMEOUT_S = 180  # gradio import + model load on a busy 2-core machine
 RESULT_TIMEOUT_S = 240
-MAX_PIXELS = 20_000  # the server's input limit in these tests: 64x32 passes, 200x200 does not
+MAX_PIXELS = 20_000  # the server's input limit in these tests: 96x48 passes, 200x200 does not
 
 pytestmark = pytest.mark.slow
 
@@ -112,11 +112,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_flags: list[str]
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
-    """Small copies of real photos (64x32 RGB, 48x32 RGBA), a 200x200 one over the limit, a corrupt file."""
+    """Small copies of real photos (96x48 RGB, 48x32 RGBA), a 200x200 one over the limit, a corrupt file."""
     root = tmp_path_factory.mktemp("ui-images")
     real = data_dir / "real_lr"
     with Image.open(real / "00003.png") as im:
-        im.convert("RGB").resize((64, 32), Image.Resampling.LANCZOS).save(root / "street.png")
+        im.convert("RGB").resize((96, 48), Image.Resampling.LANCZOS).save(root / "street.png")
         im.convert("RGB").resize((200, 200), Image.Resampling.LANCZOS).save(root / "big.png")
     with Image.open(real / "children-alpha.png") as im:
         rgba = np.array(im.convert("RGBA").resize((48, 32), Image.Resampling.LANCZOS))
@@ -209,11 +209,12 @@ def test_browser_upscale_shows_slider_gallery_and_download(server: Server, brows
     upload(browser, wait, images["rgb"])
     set_number(browser, "#scale input[type=number]", 2)
     set_number(browser, "#steps input[type=number]", 2)
+    browser.execute_script("document.querySelector('#color-fix input[value=wavelet]').click()")
     browser.find_element(By.ID, "run-btn").click()
     sizes = wait.until(slider_images)
-    assert sizes == [[128, 64], [128, 64]]  # before (input resized) and after, both 2 x (64, 32)
+    assert sizes == [[192, 96], [192, 96]]  # before (input resized) and after, both 2 x (96, 48)
     status = wait.until(lambda d: d.find_element(By.ID, "status").text)
-    assert "Upscaled 1 image(s)" in status and "128x64" in status
+    assert "Upscaled 1 image(s)" in status and "192x96" in status
 
     # The download is the full-resolution lossless PNG, served by the same server.
     link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#downloads a[href]"))[0]
@@ -222,8 +223,10 @@ def test_browser_upscale_shows_slider_gallery_and_download(server: Server, brows
     out = tmp_path / "download.png"
     out.write_bytes(fetch(href))
     with Image.open(out) as im:
-        assert (im.format, im.size, im.mode) == ("PNG", (128, 64), "RGB")
-    assert wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery img"))
+        assert (im.format, im.size, im.mode) == ("PNG", (192, 96), "RGB")
+    assert wait.until(lambda d: d.execute_script(
+        "const imgs = [...document.querySelectorAll('#gallery img')];"
+        "return imgs.length === 1 && imgs[0].complete && imgs[0].naturalWidth === 192;"))
     assert "Traceback" not in browser.page_source
     time.sleep(0.5)  # let the slider's fade-in finish, for the picture only
     save_screenshot(browser, tmp_path / "ui.png")
@@ -242,6 +245,25 @@ def test_browser_corrupt_upload_shows_message(server: Server, browser: object, i
     assert str(server.tmpdir) not in text and "Traceback" not in browser.page_source
     assert slider_images(browser) is None
     save_screenshot(browser, tmp_path / "ui-error.png", keep=False)
+
+
+def test_browser_batch_fills_the_gallery_and_reports_the_bad_file(server: Server, browser: object, images: dict
+                                                                  ) -> None:
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(browser, server.url)
+    upload(browser, wait, images["rgb"], images["corrupt"], images["rgba"])
+    set_number(browser, "#scale input[type=number]", 2)
+    set_number(browser, "#steps input[type=number]", 1)
+    browser.find_element(By.ID, "run-btn").click()
+    status = wait.until(lambda d: d.find_element(By.ID, "status").text)
+    assert "Upscaled 2 image(s)" in status and "failed: x.png: not a recognised image file" in status
+    assert wait.until(slider_images) == [[192, 96], [192, 96]]  # the first result
+    thumbs = browser.find_elements(By.CSS_SELECTOR, "#gallery button img, #gallery img")
+    assert len({t.get_attribute("src") for t in thumbs}) == 2
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#downloads a[href]")) == 2
+    browser.execute_script("arguments[0].click()", thumbs[-1])  # compare the second result instead
+    wait.until(lambda d: slider_images(d) == [[96, 64], [96, 64]])
 
 
 # --------------------------------------------------------------------------------------------- API

@@ -91,7 +91,8 @@ def build_demo(backend: Backend | None, options: PageOptions, load_error: str | 
                 slider = gr.ImageSlider(label="Before / after", type="filepath", format="png",
                                         buttons=["download", "fullscreen"], interactive=False, elem_id="result")
                 status = gr.Markdown("", elem_id="status")
-                gallery = gr.Gallery(label="Results (click one to compare it)", columns=6, height=160, object_fit="contain",
+                gallery = gr.Gallery(label="Results (click one to compare it)", columns=6, height=220, object_fit="contain",
+                                 fit_columns=False,
                                  allow_preview=False, elem_id="gallery", interactive=False)
                 downloads = gr.File(label="Full-resolution PNG", file_count="multiple", interactive=False,
                                     elem_id="downloads")
