@@ -320,6 +320,34 @@ def test_api_errors_are_one_line_messages(client: object, images: dict) -> None:
         client.predict(image=handle_file(str(images["rgb"])), steps=2, tile=8, tile_overlap=8, api_name="/upscale")
 
 
+def test_api_requests_queue_and_report_steps(client: object, images: dict) -> None:
+    """With --concurrency 1 a second request waits in the queue; a running one reports each sampling step."""
+    from gradio_client import handle_file
+    from gradio_client.utils import Status
+
+    first = client.submit(image=handle_file(str(images["rgb"])), scale=2, steps=12, api_name="/upscale")
+    seen: dict[str, list] = {"first": [], "second": []}
+
+    def poll(key: str, job: object) -> object:
+        status = job.status()
+        seen[key].append((status.code, [p.desc for p in status.progress_data or []]))
+        return status
+
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    while poll("first", first).code not in (Status.PROCESSING, Status.PROGRESS, Status.FINISHED):
+        assert time.monotonic() < deadline, seen["first"]
+        time.sleep(0.02)
+    second = client.submit(image=handle_file(str(images["rgba"])), scale=2, steps=1, api_name="/upscale")
+    while not (first.done() and second.done()) and time.monotonic() < deadline:
+        poll("first", first)
+        poll("second", second)
+        time.sleep(0.02)
+    assert Path(first.result(timeout=60)).is_file() and Path(second.result(timeout=60)).is_file()
+    steps = {desc for code, descs in seen["first"] if code == Status.PROGRESS for desc in descs}
+    assert any(desc and "step" in desc for desc in steps), seen["first"]
+    assert Status.IN_QUEUE in {code for code, _ in seen["second"]}, seen["second"]
+
+
 def test_stop_removes_private_temp_folder(server: Server) -> None:
     """Last in this module: SIGTERM stops the server cleanly and its temporary folder is gone."""
     assert [p.name for p in server.tmpdir.iterdir() if p.name.startswith("stablesr-ui-")]

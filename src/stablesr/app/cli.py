@@ -1,4 +1,5 @@
-"""The ``ui`` command: ``stablesr ui [--host H] [--port P] [model flags] [--share] [--max-pixels N] [--concurrency N]``.
+"""The ``ui`` command: ``stablesr ui [--host H] [--port P] [model flags] [--share] [--max-pixels N]
+[--concurrency N]``.
 
 Loads the model once, then serves the page until Ctrl-C (or SIGTERM). All temporary files (uploads,
 results, Gradio's cache) live in one private folder that is removed on exit. The server listens on

@@ -91,9 +91,9 @@ def build_demo(backend: Backend | None, options: PageOptions, load_error: str | 
                 slider = gr.ImageSlider(label="Before / after", type="filepath", format="png",
                                         buttons=["download", "fullscreen"], interactive=False, elem_id="result")
                 status = gr.Markdown("", elem_id="status")
-                gallery = gr.Gallery(label="Results (click one to compare it)", columns=6, height=220, object_fit="contain",
-                                 fit_columns=False,
-                                 allow_preview=False, elem_id="gallery", interactive=False)
+                gallery = gr.Gallery(label="Results (click one to compare it)", columns=6, height=220,
+                                     object_fit="contain", fit_columns=False, allow_preview=False, elem_id="gallery",
+                                     interactive=False)
                 downloads = gr.File(label="Full-resolution PNG", file_count="multiple", interactive=False,
                                     elem_id="downloads")
         pairs = gr.State([])  # this session's (before, after) paths, for the gallery's selection
@@ -240,7 +240,7 @@ def _add_api(backend: Backend | None, options: PageOptions, load_error: str | No
     def upscale(image: str | None, scale: float = 4.0, steps: int | None = None, fidelity: float | None = None,
                 color_fix: str | None = None, sampler: str = "ddpm", seed: int = 42, tile: int | None = None,
                 tile_overlap: int | None = None, guidance_scale: float = 1.0, prompt: str = "",
-                negative_prompt: str | None = None) -> str:
+                negative_prompt: str | None = None, progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
         """Upscale one image; returns the path of the lossless PNG (16-bit and alpha kept)."""
         model = _check_ready(backend, load_error)
         if not image:
@@ -248,7 +248,8 @@ def _add_api(backend: Backend | None, options: PageOptions, load_error: str | No
         try:
             settings = _settings(scale, steps, fidelity, color_fix, sampler, seed, tile, tile_overlap,
                                  guidance_scale, prompt, negative_prompt)
-            result = model.upscale_file(Path(image), _new_request_dir(options), settings)
+            on_step = _step_reporter(progress, Path(image).name, 0, 1)
+            result = model.upscale_file(Path(image), _new_request_dir(options), settings, on_step)
         except Exception as exc:  # noqa: BLE001 - the caller gets the one-line reason
             raise gr.Error(describe_error(exc, Path(image).name), print_exception=False) from None
         return str(result.output)
