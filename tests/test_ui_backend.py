@@ -57,11 +57,11 @@ def test_upscale_file_refuses_images_above_the_pixel_limit(backend: Backend, tmp
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    (Settings(tile=8, tile_overlap=8), r"tile overlap \(8\) must be smaller than the tile \(8\)"),
-    (Settings(negative_prompt="blurry"), "a negative prompt needs a guidance scale other than 1"),
+    (Settings(tile=8, tile_overlap=8), r"tile overlap must be in \[0, tile size 8\), got 8"),
+    (Settings(negative_prompt="blurry"), "a negative prompt needs guidance_scale != 1"),
     (Settings(color_fix="sepia"), "unknown colour fix 'sepia'"),
     (Settings(fidelity=1.5), r"fidelity must be in \[0, 1\]"),
-    (Settings(scale=0), "scale must be positive"),
+    (Settings(scale=0), "scale must be a positive finite number"),
 ])
 def test_settings_refuse_impossible_combinations(settings: Settings, message: str) -> None:
     with pytest.raises(StableSRError, match=message):

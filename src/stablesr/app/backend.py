@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,8 +67,8 @@ class Settings:
 
     def check(self) -> None:
         """Refuse impossible combinations with a message for the user (the CLI's rules)."""
-        if not self.scale > 0:
-            raise StableSRError(f"scale must be positive, got {self.scale}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise StableSRError(f"scale must be a positive finite number, got {self.scale}")
         if self.steps is not None and not 1 <= self.steps <= 1000:
             raise StableSRError(f"steps must be in 1..1000, got {self.steps}")
         if self.fidelity is not None and not 0.0 <= self.fidelity <= 1.0:
@@ -78,14 +79,13 @@ class Settings:
             raise StableSRError(f"unknown sampler {self.sampler!r}; choose ddpm or ddim")
         if self.tile is not None and self.tile < 1:
             raise StableSRError(f"tile must be at least 1, got {self.tile}")
-        if self.tile_overlap is not None and self.tile_overlap < 0:
-            raise StableSRError(f"tile overlap must be >= 0, got {self.tile_overlap}")
-        if self.tile is not None and self.tile_overlap is not None and self.tile_overlap >= self.tile:
-            raise StableSRError(f"tile overlap ({self.tile_overlap}) must be smaller than the tile ({self.tile})")
+        if self.tile_overlap is not None and (self.tile_overlap < 0 or (self.tile is not None and
+                                                                         self.tile_overlap >= self.tile)):
+            raise StableSRError(f"tile overlap must be in [0, tile size {self.tile}), got {self.tile_overlap}")
         if self.guidance_scale < 0:
             raise StableSRError(f"guidance scale must be >= 0, got {self.guidance_scale}")
         if self.negative_prompt and self.guidance_scale == 1.0:
-            raise StableSRError("a negative prompt needs a guidance scale other than 1 (the official scripts use 7)")
+            raise StableSRError("a negative prompt needs guidance_scale != 1 (the official scripts use 7)")
 
 
 @dataclass(frozen=True)
