@@ -146,10 +146,23 @@ def browser() -> Iterator[object]:
                 "--no-first-run", "--window-size=1400,1100",
                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # to list every request the page makes
     driver = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
     driver.set_page_load_timeout(120)
     yield driver
     driver.quit()
+
+
+def page_requests(driver: object) -> list[str]:
+    """URLs the page requested since the last call (from Chromium's performance log)."""
+    import json
+
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
 
 
 def open_page(driver: object, url: str) -> object:
@@ -228,6 +241,9 @@ def test_browser_upscale_shows_slider_gallery_and_download(server: Server, brows
         "const imgs = [...document.querySelectorAll('#gallery img')];"
         "return imgs.length === 1 && imgs[0].complete && imgs[0].naturalWidth === 192;"))
     assert "Traceback" not in browser.page_source
+    urls = page_requests(browser)
+    assert any(u.startswith(server.url + "gradio_api/file=") for u in urls)  # the log does see the page's requests
+    assert [u for u in urls if not u.startswith((server.url, "data:", "blob:"))] == []  # no CDN, fonts, analytics
     time.sleep(0.5)  # let the slider's fade-in finish, for the picture only
     save_screenshot(browser, tmp_path / "ui.png")
 
