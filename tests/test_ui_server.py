@@ -116,14 +116,14 @@ def images(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str
     root = tmp_path_factory.mktemp("ui-images")
     real = data_dir / "real_lr"
     with Image.open(real / "00003.png") as im:
-        im.convert("RGB").resize((96, 48), Image.Resampling.LANCZOS).save(root / "street.png")
+        im.convert("RGB").resize((96, 48), Image.Resampling.LANCZOS).save(root / "branch.png")
         im.convert("RGB").resize((200, 200), Image.Resampling.LANCZOS).save(root / "big.png")
     with Image.open(real / "children-alpha.png") as im:
         rgba = np.array(im.convert("RGBA").resize((48, 32), Image.Resampling.LANCZOS))
     rgba[:, :24, 3], rgba[:, 24:, 3] = 0, 255  # known transparency: left half clear, right half opaque
     Image.fromarray(rgba, "RGBA").save(root / "children.png")
     (root / "x.png").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    return {"rgb": root / "street.png", "big": root / "big.png", "rgba": root / "children.png",
+    return {"rgb": root / "branch.png", "big": root / "big.png", "rgba": root / "children.png",
             "corrupt": root / "x.png"}
 
 
