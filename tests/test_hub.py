@@ -1,4 +1,5 @@
-"""Tests for stablesr.registry: preset data, cache lookup, offline errors and the licence notice (no network)."""
+"""Tests for stablesr.presets and stablesr.hub: preset data, cache lookup, offline errors, the licence notice and
+load_model (no network)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from stablesr import registry
-from stablesr.checkpoints.pipeline_io import detect_variant
-from stablesr.errors import MissingWeightsError, StableSRError
-from stablesr.pipeline import PipelineConfig
+from stablesr import hub, presets
+from stablesr.errors import MissingWeightsError, OptionsError, StableSRError
+from stablesr.hub import ModelSpec, load_model
+from stablesr.presets import detect_variant
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -52,14 +53,14 @@ def fake_cache(root: Path, files: dict[str, bytes], *, blob_names: dict[str, str
 
 
 def test_presets_are_well_formed() -> None:
-    assert registry.DEFAULT_PRESET in registry.PRESETS
-    for key, preset in registry.PRESETS.items():
+    assert presets.DEFAULT_PRESET in presets.PRESETS
+    for key, preset in presets.PRESETS.items():
         assert key == preset.name
         assert preset.repo_id == "Iceclear/StableSR"
         assert "non-commercial" in preset.licence and "S-Lab" in preset.licence
         assert preset.prediction_type in ("eps", "v")
         assert preset.color_fix in ("adain", "wavelet", "none")
-        assert 0.0 <= preset.cfw_weight <= 1.0 and preset.steps >= 1 and preset.image_size in (512, 768)
+        assert 0.0 <= preset.fidelity <= 1.0 and preset.steps >= 1 and preset.image_size in (512, 768)
         assert len(set(preset.filenames)) == 2
         for hub_file in preset.files:
             assert hub_file.name.endswith(".ckpt")
@@ -69,38 +70,38 @@ def test_presets_are_well_formed() -> None:
 
 
 def test_preset_settings_match_the_official_readme() -> None:
-    turbo = registry.PRESETS["turbo"]
+    turbo = presets.PRESETS["turbo"]
     assert turbo.filenames == ("stablesr_turbo.ckpt", "vqgan_cfw_00011.ckpt")
-    assert (turbo.steps, turbo.cfw_weight, turbo.color_fix, turbo.prediction_type) == (4, 0.5, "wavelet", "eps")
-    v768 = registry.PRESETS["stablesr-768v"]
+    assert (turbo.steps, turbo.fidelity, turbo.color_fix, turbo.prediction_type) == (4, 0.5, "wavelet", "eps")
+    v768 = presets.PRESETS["stablesr-768v"]
     assert (v768.ckpt.name, v768.image_size, v768.prediction_type) == ("stablesr_768v_000139.ckpt", 768, "v")
-    face = registry.PRESETS["face"]
+    face = presets.PRESETS["face"]
     assert face.filenames == ("face_stablesr_000050.ckpt", "face_vqgan_cfw_00011.ckpt")
-    assert (face.cfw_weight, face.color_fix, face.prediction_type) == (0.0, "none", "v")
-    assert registry.PRESETS["stablesr-512"].ckpt.name == "stablesr_000117.ckpt"
+    assert (face.fidelity, face.color_fix, face.prediction_type) == (0.0, "none", "v")
+    assert presets.PRESETS["stablesr-512"].ckpt.name == "stablesr_000117.ckpt"
 
 
-@pytest.mark.parametrize("name", list(registry.PRESETS))
+@pytest.mark.parametrize("name", list(presets.PRESETS))
 def test_presets_agree_with_file_name_detection(name: str) -> None:
-    """A preset and pipeline_io's file-name table must not disagree about the same released file."""
-    preset = registry.PRESETS[name]
+    """A preset and presets.detect_variant's file-name table must not disagree about the same released file."""
+    preset = presets.PRESETS[name]
     variant = detect_variant(preset.ckpt.name)
     assert variant["parameterization"] == preset.prediction_type
-    assert variant["image_size"] == preset.image_size
-    assert (variant["default_steps"], variant["default_cfw_weight"]) == (preset.steps, preset.cfw_weight)
+    assert variant["sample_size"] == preset.image_size
+    assert (variant["default_steps"], variant["default_fidelity"]) == (preset.steps, preset.fidelity)
 
 
 def test_resolve_preset_is_forgiving_about_spelling_and_lists_choices() -> None:
-    assert registry.resolve_preset("TURBO").name == "turbo"
-    assert registry.resolve_preset("stablesr_768v").name == "stablesr-768v"
+    assert presets.resolve_preset("TURBO").name == "turbo"
+    assert presets.resolve_preset("stablesr_768v").name == "stablesr-768v"
     with pytest.raises(StableSRError) as info:
-        registry.resolve_preset("sd-turbo")
+        presets.resolve_preset("sd-turbo")
     message = str(info.value)
-    assert "\n" not in message and all(name in message for name in registry.PRESETS)
+    assert "\n" not in message and all(name in message for name in presets.PRESETS)
 
 
 def test_download_command_names_both_tools() -> None:
-    command = registry.download_command(registry.PRESETS["turbo"])
+    command = hub.download_command(presets.PRESETS["turbo"])
     assert "stablesr download turbo" in command
     assert "hf download Iceclear/StableSR stablesr_turbo.ckpt vqgan_cfw_00011.ckpt" in command
 
@@ -111,7 +112,7 @@ def test_download_command_names_both_tools() -> None:
 def test_offline_without_cache_raises_one_line_with_the_fix(tmp_path: Path) -> None:
     cache = tmp_path / "empty-cache"
     with pytest.raises(MissingWeightsError) as info:
-        registry.download(registry.PRESETS["turbo"], offline=True, cache_dir=cache)
+        hub.download(presets.PRESETS["turbo"], offline=True, cache_dir=cache)
     message = str(info.value)
     assert "\n" not in message
     for expected in ("stablesr_turbo.ckpt", "vqgan_cfw_00011.ckpt", "stablesr download turbo",
@@ -123,24 +124,24 @@ def test_offline_without_cache_raises_one_line_with_the_fix(tmp_path: Path) -> N
 def test_hf_hub_offline_env_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingWeightsError, match="offline"):  # and no download attempt (see the fixture)
-        registry.download(registry.PRESETS["face"], offline=False, cache_dir=tmp_path)
+        hub.download(presets.PRESETS["face"], offline=False, cache_dir=tmp_path)
 
 
 def test_cached_files_and_offline_download_use_the_cache(tmp_path: Path) -> None:
     cache = fake_cache(tmp_path / "hub", {"stablesr_turbo.ckpt": b"diffusion", "vqgan_cfw_00011.ckpt": b"cfw"})
-    preset = registry.PRESETS["turbo"]
-    found = registry.cached_files(preset, cache_dir=cache)
+    preset = presets.PRESETS["turbo"]
+    found = hub.cached_files(preset, cache_dir=cache)
     assert set(found) == {"stablesr_turbo.ckpt", "vqgan_cfw_00011.ckpt"}
     assert all(p is not None and p.read_bytes() for p in found.values())
     cfw = found["vqgan_cfw_00011.ckpt"]
     assert cfw is not None and cfw.read_bytes() == b"cfw"
     assert REVISION in str(found["stablesr_turbo.ckpt"])
     for offline in (True, False):  # online too: cached files never trigger a download
-        paths = registry.download(preset, offline=offline, cache_dir=cache, stream=io.StringIO())
+        paths = hub.download(preset, offline=offline, cache_dir=cache, stream=io.StringIO())
         assert paths == found
     # Another preset sharing the CFW file still misses its own diffusion checkpoint, and says only that.
     with pytest.raises(MissingWeightsError) as info:
-        registry.download(registry.PRESETS["stablesr-512"], offline=True, cache_dir=cache)
+        hub.download(presets.PRESETS["stablesr-512"], offline=True, cache_dir=cache)
     assert "stablesr_000117.ckpt" in str(info.value) and "vqgan_cfw_00011.ckpt" not in str(info.value)
 
 
@@ -149,24 +150,24 @@ def test_files_subset_and_recorded_absence(tmp_path: Path) -> None:
     no_exist = cache / "models--Iceclear--StableSR" / ".no_exist" / REVISION
     no_exist.mkdir(parents=True)
     (no_exist / "vqgan_cfw_00011.ckpt").write_bytes(b"")  # the hub said "no such file" once
-    preset = registry.PRESETS["turbo"]
-    assert registry.cached_files(preset, cache_dir=cache)["vqgan_cfw_00011.ckpt"] is None
-    only = registry.download(preset, offline=True, files=("stablesr_turbo.ckpt",), cache_dir=cache,
+    preset = presets.PRESETS["turbo"]
+    assert hub.cached_files(preset, cache_dir=cache)["vqgan_cfw_00011.ckpt"] is None
+    only = hub.download(preset, offline=True, files=("stablesr_turbo.ckpt",), cache_dir=cache,
                              stream=io.StringIO())
     assert list(only) == ["stablesr_turbo.ckpt"]
 
 
 def test_cached_blob_with_another_sha256_gives_a_warning(tmp_path: Path) -> None:
-    preset = registry.PRESETS["turbo"]
+    preset = presets.PRESETS["turbo"]
     good = fake_cache(tmp_path / "good", {"stablesr_turbo.ckpt": b"a", "vqgan_cfw_00011.ckpt": b"b"},
                       blob_names={n.name: n.sha256 or "x" for n in preset.files})
     stream = io.StringIO()
-    registry.download(preset, offline=True, cache_dir=good, stream=stream, announce=True)
+    hub.download(preset, offline=True, cache_dir=good, stream=stream, announce=True)
     assert "warning" not in stream.getvalue()
     bad = fake_cache(tmp_path / "bad", {"stablesr_turbo.ckpt": b"a", "vqgan_cfw_00011.ckpt": b"b"},
                      blob_names={"stablesr_turbo.ckpt": "f" * 64})
     stream = io.StringIO()
-    registry.download(preset, offline=True, cache_dir=bad, stream=stream, announce=True)
+    hub.download(preset, offline=True, cache_dir=bad, stream=stream, announce=True)
     warnings = [line for line in stream.getvalue().splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "stablesr_turbo.ckpt" in warnings[0]
 
@@ -176,52 +177,58 @@ def test_cached_blob_with_another_sha256_gives_a_warning(tmp_path: Path) -> None
 
 def test_licence_notice_is_printed_once(tmp_path: Path) -> None:
     cache = fake_cache(tmp_path / "hub", {"stablesr_turbo.ckpt": b"a", "vqgan_cfw_00011.ckpt": b"b"})
-    preset = registry.PRESETS["turbo"]
+    preset = presets.PRESETS["turbo"]
     quiet = io.StringIO()
-    registry.download(preset, offline=True, cache_dir=cache, stream=quiet, announce=False)
+    hub.download(preset, offline=True, cache_dir=cache, stream=quiet, announce=False)
     assert quiet.getvalue() == ""
     first, second = io.StringIO(), io.StringIO()
-    registry.download(preset, offline=True, cache_dir=cache, stream=first)
-    registry.download(preset, offline=True, cache_dir=cache, stream=second)
+    hub.download(preset, offline=True, cache_dir=cache, stream=first)
+    hub.download(preset, offline=True, cache_dir=cache, stream=second)
     assert "S-Lab License 1.0" in first.getvalue() and "non-commercial" in first.getvalue()
     assert second.getvalue() == ""
-    assert (registry.stablesr_home() / "licence-notice-shown").is_file()
+    assert (hub.stablesr_home() / "licence-notice-shown").is_file()
 
 
 def test_stablesr_home_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STABLESR_HOME", str(tmp_path / "custom"))
-    assert registry.stablesr_home() == tmp_path / "custom"
+    assert hub.stablesr_home() == tmp_path / "custom"
     monkeypatch.delenv("STABLESR_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert registry.stablesr_home() == tmp_path / "xdg" / "stablesr"
+    assert hub.stablesr_home() == tmp_path / "xdg" / "stablesr"
 
 
 def test_unwritable_home_shows_the_notice_every_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("STABLESR_HOME", str(blocker / "sub"))  # mkdir fails: a file is in the way
-    preset = registry.PRESETS["turbo"]
-    assert registry.licence_notice(preset, stream=io.StringIO())
-    assert registry.licence_notice(preset, stream=io.StringIO())
+    preset = presets.PRESETS["turbo"]
+    assert hub.licence_notice(preset, stream=io.StringIO())
+    assert hub.licence_notice(preset, stream=io.StringIO())
 
 
 # --------------------------------------------------------------------------------------------- loading
 
 
-def test_apply_preset_defaults_sets_the_pipeline_defaults() -> None:
-    class FakePipe:
-        config = PipelineConfig()
+def test_load_model_applies_the_preset_defaults_once(tiny_weights: dict[str, Path]) -> None:
+    spec = ModelSpec(preset="turbo", checkpoint=tiny_weights["ldm"], cfw_checkpoint=tiny_weights["cfw"],
+                     config=tiny_weights["config"], prompt_embeds=tiny_weights["prompt_embeds"])
+    pipe = load_model(spec)
+    cfg = pipe.config
+    assert (cfg.default_steps, cfg.default_fidelity, cfg.default_color_fix, cfg.name) == (4, 0.5, "wavelet", "turbo")
+    plain = load_model(ModelSpec(checkpoint=tiny_weights["ldm"], cfw_checkpoint=tiny_weights["cfw"],
+                                 config=tiny_weights["config"], prompt_embeds=tiny_weights["prompt_embeds"]))
+    assert (plain.config.default_steps, plain.config.name) == (200, "tiny_ldm")  # the file's own settings
+    assert plain.config.sample_size == cfg.sample_size  # the config file decides the architecture, not the preset
 
-    pipe = FakePipe()
-    registry.apply_preset_defaults(pipe, registry.PRESETS["turbo"])
-    assert (pipe.config.default_steps, pipe.config.default_cfw_weight, pipe.config.default_color_fix) == (
-        4, 0.5, "wavelet")
-    assert pipe.config.name == "turbo"
+
+def test_load_model_refuses_extra_files_for_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(OptionsError, match="converted folder"):
+        load_model(ModelSpec(checkpoint=tmp_path, cfw_checkpoint=tmp_path / "cfw.ckpt"))
 
 
-def test_load_preset_pipeline_offline_fails_before_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_model_offline_fails_before_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(MissingWeightsError, match="stablesr download face"):
-        registry.load_preset_pipeline(registry.PRESETS["face"], offline=True)
+        load_model(ModelSpec(preset="face", offline=True))

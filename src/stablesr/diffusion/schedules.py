@@ -67,7 +67,7 @@ class DiffusionSchedule:
         ac = np.cumprod(alphas, axis=0)
         ac_prev = np.append(1.0, ac[:-1])  # float64 even when betas are float32, as in the original
         post_var = betas * (1.0 - ac_prev) / (1.0 - ac)
-        f32 = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        f32 = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)
         return cls(
             betas=f32(betas),
             alphas_cumprod=f32(ac),
@@ -116,9 +116,9 @@ class DDIMTable:
     """Per-iteration DDIM coefficients plus the timesteps the networks receive.
 
     Iteration ``k`` (0 = noisiest) calls the networks at ``model_t[k]`` and updates with
-    ``alpha[k]``, ``alpha_prev[k]``, ``sigma[k]``. In ``compat`` mode (the official behaviour)
-    the coefficients come from the uniform table ``range(0, 1000, 1000 // S)`` while the
-    networks get ``space_timesteps(S)`` -- two different lists. ``clean`` mode uses one list.
+    ``alpha[k]``, ``alpha_prev[k]``, ``sigma[k]``. With ``timestep_mismatch`` (the official behaviour,
+    ``Quirks.ddim_timestep_mismatch``) the coefficients come from the uniform table ``range(0, 1000, 1000 // S)`` while the
+    networks get ``space_timesteps(S)`` -- two different lists. Without it one list serves both.
     """
 
     model_t: list[int]
@@ -127,13 +127,13 @@ class DDIMTable:
     sigma: list[float]
 
     @classmethod
-    def build(cls, num_steps: int, eta: float, compat: bool = True, base: DiffusionSchedule | None = None,
+    def build(cls, num_steps: int, eta: float, timestep_mismatch: bool = True, base: DiffusionSchedule | None = None,
               timesteps: list[int] | None = None) -> DDIMTable:
         """``timesteps`` (ascending) replaces ``space_timesteps(num_steps)`` as the networks' timesteps."""
         base = base or DiffusionSchedule.base()
         ac = base.alphas_cumprod
         model_t = sorted(timesteps) if timesteps is not None else space_timesteps(num_steps)
-        if compat:
+        if timestep_mismatch:
             coef_t = list(range(0, NUM_TRAIN_TIMESTEPS, NUM_TRAIN_TIMESTEPS // num_steps))[:num_steps]
             prev = [ac[0].item()] + [ac[t].item() for t in coef_t[:-1]]  # alpha_prev of index 0 is abar_0
         else:

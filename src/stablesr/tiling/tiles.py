@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import GeometryError
+from ..errors import GeometryError
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

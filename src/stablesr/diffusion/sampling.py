@@ -10,10 +10,12 @@ draw must be replaceable by a recorded tensor so official runs can be replayed e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..config import Prediction, Sampler
+from ..errors import OptionsError
 from .schedules import DDIMTable, DiffusionSchedule
 
 ModelFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -101,8 +103,10 @@ def q_sample(latent: torch.Tensor, t: int, noise: torch.Tensor, base: DiffusionS
     return _coef(base.sqrt_alphas_cumprod[t], latent) * latent + _coef(base.sqrt_one_minus_alphas_cumprod[t], latent) * noise
 
 
-StepCallback = Callable[[int, int, torch.Tensor], None]
-"""``callback(iteration, timestep, latent_after_step)``."""
+StepCallback = Callable[[int, int, torch.Tensor], "torch.Tensor | None"]
+"""``callback(iteration, timestep, latent_after_step)``; a returned tensor replaces the latent."""
+StopCheck = Callable[[], bool]
+"""Asked before every step; True ends sampling early (the current latent is the result)."""
 
 
 def sample_ddpm(
@@ -114,6 +118,7 @@ def sample_ddpm(
     *,
     start_timestep: int | None = None,
     callback: StepCallback | None = None,
+    interrupted: StopCheck | None = None,
 ) -> torch.Tensor:
     """The respaced DDPM loop: from the last index down to 0, one noise draw per step (also the last).
 
@@ -122,11 +127,11 @@ def sample_ddpm(
     """
     indices = [i for i in reversed(range(len(sched))) if start_timestep is None or sched.timesteps[i] <= start_timestep]
     for k, i in enumerate(indices):
+        if interrupted is not None and interrupted():
+            break
         t = int(sched.timesteps[i])
         out = model_fn(x, t)
-        x = ddpm_step(sched, i, x, out, parameterization, noise.draw(x.shape, like=x))
-        if callback is not None:
-            callback(k, t, x)
+        x = _after_step(callback, k, t, ddpm_step(sched, i, x, out, parameterization, noise.draw(x.shape, like=x)))
     return x
 
 
@@ -139,13 +144,79 @@ def sample_ddim(
     *,
     start_timestep: int | None = None,
     callback: StepCallback | None = None,
+    interrupted: StopCheck | None = None,
 ) -> torch.Tensor:
     """The DDIM loop (one noise draw per step, even when eta is 0, as the official sampler does)."""
     indices = [k for k in range(len(table)) if start_timestep is None or table.model_t[k] <= start_timestep]
     for step, k in enumerate(indices):
+        if interrupted is not None and interrupted():
+            break
         t = table.model_t[k]
         out = model_fn(x, t)
         x, _ = ddim_step(table, k, x, out, parameterization, noise.draw(x.shape, like=x))
-        if callback is not None:
-            callback(step, t, x)
+        x = _after_step(callback, step, t, x)
     return x
+
+
+def _after_step(callback: StepCallback | None, step: int, t: int, x: torch.Tensor) -> torch.Tensor:
+    replaced = callback(step, t, x) if callback is not None else None
+    return x if replaced is None else replaced
+
+
+@dataclass(frozen=True)
+class SamplerPlan:
+    """Which sampler runs which timesteps with which tables: built once per call, run per image or patch.
+
+    Example:
+        >>> plan = SamplerPlan.build("ddim", 4, prediction="eps")
+        >>> plan.timesteps
+        [751, 501, 251, 1]
+    """
+
+    sampler: Sampler
+    prediction: Prediction
+    schedule: DiffusionSchedule | None = None  # DDPM: the respaced schedule
+    table: DDIMTable | None = None  # DDIM: the coefficient table
+    start_timestep: int | None = None  # the first timestep that runs, when not the schedule's first
+
+    @classmethod
+    def build(cls, sampler: Sampler, steps: int, *, prediction: Prediction, eta: float = 0.0,
+              linear_start: float = 0.00085, linear_end: float = 0.012, ddim_timestep_mismatch: bool = True,
+              start_timestep: int | None = None) -> SamplerPlan:
+        """Tables for ``steps`` steps. One step predicts x0 from t=999 (the official respacing would put a
+        lone step at t=0, which only decodes the starting noise). ``start_timestep`` snaps to the first
+        step at or below it, so x_T can be noised to exactly that step."""
+        one_step = [999] if steps == 1 else None
+        if sampler == "ddpm":
+            plan = cls(sampler, prediction, schedule=DiffusionSchedule.respaced(steps, linear_start, linear_end,
+                                                                                timesteps=one_step))
+        else:
+            table = DDIMTable.build(steps, eta, timestep_mismatch=ddim_timestep_mismatch and one_step is None,
+                                    base=DiffusionSchedule.base(linear_start, linear_end), timesteps=one_step)
+            plan = cls(sampler, prediction, table=table)
+        if start_timestep is None:
+            return plan
+        run_t = [t for t in plan.timesteps if t <= int(start_timestep)]
+        if not 0 <= int(start_timestep) <= 999 or not run_t:
+            raise OptionsError(f"start_timestep must be in 0..999 and not below the last step, got {start_timestep}")
+        return replace(plan, start_timestep=run_t[0])
+
+    @property
+    def timesteps(self) -> list[int]:
+        """The original timesteps that will run, first to last."""
+        if self.schedule is not None:
+            run = [int(t) for t in reversed(self.schedule.timesteps.tolist())]
+        else:
+            assert self.table is not None
+            run = [int(t) for t in self.table.model_t]
+        return run if self.start_timestep is None else [t for t in run if t <= self.start_timestep]
+
+    def run(self, model_fn: ModelFn, x_t: torch.Tensor, noise: NoiseSource, *, callback: StepCallback | None = None,
+            interrupted: StopCheck | None = None) -> torch.Tensor:
+        """Sample from ``x_t`` down to x0."""
+        if self.schedule is not None:
+            return sample_ddpm(model_fn, x_t, self.schedule, self.prediction, noise, start_timestep=self.start_timestep,
+                               callback=callback, interrupted=interrupted)
+        assert self.table is not None
+        return sample_ddim(model_fn, x_t, self.table, self.prediction, noise, start_timestep=self.start_timestep,
+                           callback=callback, interrupted=interrupted)

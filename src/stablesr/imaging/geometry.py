@@ -6,7 +6,7 @@ that are multiples of 8. Two variants exist:
 
 * :class:`Geometry` (default): pad by the minimum needed, crop the padding off exactly, and
   return exactly ``round(scale * size)`` pixels, for any (also non-integer) scale.
-* ``official=True``: the official tile script's arithmetic (``int`` truncation, reflect padding of
+* ``tile_script_geometry=True`` (the quirk of that name): the official tile script's arithmetic (``int`` truncation, reflect padding of
   both sides to multiples of 32 even when one is aligned, the crop applied after the final
   resize so a resized strip of padding stays in the output) for parity runs.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import GeometryError
+from ..errors import GeometryError
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,11 @@ class Geometry:
     work: tuple[int, int]
     padded: tuple[int, int]
     target: tuple[int, int]
-    official: bool = False
+    tile_script_geometry: bool = False
 
     @classmethod
     def plan(cls, lr_hw: tuple[int, int], upscale: float, min_size: int, *, multiple: int = 8,
-             official: bool = False) -> Geometry:
+             tile_script_geometry: bool = False) -> Geometry:
         """Plan the sizes for an LR image of ``lr_hw`` pixels.
 
         Example:
@@ -48,7 +48,7 @@ class Geometry:
         if not upscale > 0:
             raise GeometryError(f"scale must be positive, got {upscale}")
         s = max(min_size / min(h, w), upscale)
-        if official:
+        if tile_script_geometry:
             work = (int(h * s), int(w * s))
             if work[0] % 32 or work[1] % 32:
                 padded = ((work[0] // 32 + 1) * 32, (work[1] // 32 + 1) * 32)
@@ -60,17 +60,17 @@ class Geometry:
             work = (max(1, round(h * s)), max(1, round(w * s)))
             padded = (-(-work[0] // multiple) * multiple, -(-work[1] // multiple) * multiple)
             target = (max(1, round(h * upscale)), max(1, round(w * upscale)))
-        return cls((h, w), upscale, s, work, padded, target, official)
+        return cls((h, w), upscale, s, work, padded, target, tile_script_geometry)
 
     def upscale_and_pad(self, lr: torch.Tensor) -> torch.Tensor:
         """LR in [-1, 1] -> the image the VAE sees: resized to ``work``, clamped to [-1, 1], padded."""
-        shrink = self.work[0] < lr.shape[-2] and not self.official  # antialias only when reducing (official: never)
+        shrink = self.work[0] < lr.shape[-2] and not self.tile_script_geometry  # antialias only when reducing (official: never)
         up = F.interpolate(lr, size=self.work, mode="bicubic", align_corners=False, antialias=shrink).clamp(-1, 1)
         return pad_image(up, self.padded)
 
     def finish(self, out01: torch.Tensor) -> torch.Tensor:
         """Padded-size output in [0, 1] -> final image at ``target`` size."""
-        if self.official:
+        if self.tile_script_geometry:
             if self.work_scale > self.upscale:
                 size = (int(self.padded[0] * self.upscale / self.work_scale),
                         int(self.padded[1] * self.upscale / self.work_scale))

@@ -6,13 +6,10 @@ to the input's. They work on NCHW tensors in [-1, 1] (any range works), before c
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-ColorFix = Literal["adain", "wavelet", "none"]
-COLOR_FIXES: tuple[str, ...] = ("adain", "wavelet", "none")
+from ..config import COLOR_FIXES, ColorFix
 
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -57,12 +54,12 @@ def wavelet(content: torch.Tensor, style: torch.Tensor, levels: int = 5) -> torc
     return wavelet_split(content, levels)[0] + wavelet_split(style, levels)[1]
 
 
-def apply_color_fix(content: torch.Tensor, style: torch.Tensor, method: str) -> torch.Tensor:
-    """Dispatch on ``method`` in ``("adain", "wavelet", "none")``."""
+def apply_color_fix(content: torch.Tensor, style: torch.Tensor, method: ColorFix) -> torch.Tensor:
+    """Dispatch on ``method`` in :data:`stablesr.config.COLOR_FIXES`."""
     if method == "adain":
         return adain(content, style)
     if method == "wavelet":
         return wavelet(content, style)
-    if method in ("none", "nofix", None):
+    if method == "none":
         return content
     raise ValueError(f"unknown colour fix {method!r}; choose one of {', '.join(COLOR_FIXES)}")

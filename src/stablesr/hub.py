@@ -1,17 +1,9 @@
-"""Named model presets: which official files to fetch from the hub, and the settings that go with them.
+"""The Hugging Face hub side: the cache, downloads, the weights' licence notice, and :func:`load_model`.
 
-A preset is data: the hub repository, the diffusion and CFW checkpoint files (with the sha256 and
-byte size published for them), the resolution and prediction type the weights cannot tell, and the
-README's recommended sampling settings. :func:`download` fetches (or finds in the Hugging Face
-cache) a preset's files; :func:`load_preset_pipeline` builds a ready pipeline from them.
-
-What was verified about ``Iceclear/StableSR`` on the Hugging Face hub (from stored copies of the
-hub's own file and commit pages; nothing was downloaded): the six file names below, and for each
-the sha256 and exact byte size recorded in its Git LFS pointer (commits 2f02eff "upload models", 3d279fd "upload models for 768v",
-cf87bcf "upload face beta models" (as ``face_stablesr_000050.ckpt.ckpt``, later renamed) and
-2b66732 "Upload stablesr_turbo.ckpt"). Not verified: that ``main`` still serves these exact blobs
-today (checked cheaply at download time, see :func:`download`), and the face model's prediction
-type (the official face config says ``v``; nobody has checked it against the weights).
+:func:`download` fetches (or finds in the Hugging Face cache) a preset's files (see
+:mod:`stablesr.presets` for what is known about them); :func:`load_model` builds a ready pipeline from
+a preset, official checkpoint file(s), or a converted folder / hub repository, applying a preset's
+settings exactly once.
 """
 
 from __future__ import annotations
@@ -19,141 +11,25 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
-from .errors import MissingWeightsError, StableSRError
-from .paths import stablesr_home  # re-exported: where the licence-notice marker lives
+from .errors import MissingWeightsError, OptionsError
+from .paths import stablesr_home
+from .presets import DEFAULT_PRESET, ModelPreset, resolve_preset
 
 if TYPE_CHECKING:  # heavy imports only for type checkers; the functions import lazily
     import torch
 
     from .pipeline import StableSRPipeline
 
-__all__ = [
-    "DEFAULT_PRESET",
-    "LICENCE",
-    "PRESETS",
-    "REPO_ID",
-    "HubFile",
-    "ModelPreset",
-    "apply_preset_defaults",
-    "cached_files",
-    "download",
-    "download_command",
-    "licence_notice",
-    "load_preset_pipeline",
-    "resolve_preset",
-    "stablesr_home",
-]
-
-REPO_ID = "Iceclear/StableSR"
-LICENCE = "S-Lab License 1.0 (non-commercial)"
-DEFAULT_PRESET = "turbo"
+__all__ = ["ModelSpec", "cached_files", "download", "download_command", "env_offline", "licence_notice",
+           "load_model"]
 
 _LICENCE_MARKER = "licence-notice-shown"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class HubFile:
-    """One file of the hub repository, with what its hub page publishes about it.
-
-    Example:
-        >>> HubFile("vqgan_cfw_00011.ckpt", sha256=None, size_bytes=959_719_471).size_bytes
-        959719471
-    """
-
-    name: str
-    sha256: str | None  # of the file content (the Git LFS object id); None where unknown
-    size_bytes: int | None  # None where unknown
-
-
-# Published Git LFS object ids and sizes (see the module docstring for where they come from).
-_TURBO = HubFile(
-    "stablesr_turbo.ckpt", "3615aa00dcab2868042dcd1bba4979edbb6051e6e49c147cda6a2d550fb62c58", 6_481_632_291
-)
-_SR512 = HubFile(
-    "stablesr_000117.ckpt", "b8862bf3fd11c5b8fe82fb8a4618a1c74a29e0301a190bd6c2e84d68986ef9cb", 6_481_647_231
-)
-_SR768V = HubFile(
-    "stablesr_768v_000139.ckpt", "d5f83b544035b4bf24ab1d7aa86e0f83328e9ce121efb2c850f833178be3d10b", 6_481_647_231
-)
-_FACE = HubFile(
-    "face_stablesr_000050.ckpt", "ea839ea3e1eb99df7c95c7d7d17f282aa79052c74890deacb73e90c6d792b99c", 6_314_343_980
-)
-_CFW = HubFile("vqgan_cfw_00011.ckpt", "5b20ed9a80e9bdbf9e76ff1642a6a5428ca3427b08b779248a88bfbba2e74e8e", 959_719_471)
-_FACE_CFW = HubFile(
-    "face_vqgan_cfw_00011.ckpt", "085e82ae2a889ba953060a23ecf5955851bbeb7427be6d93c6012059805b3cce", 959_719_471
-)
-
-
-@dataclass(frozen=True)
-class ModelPreset:
-    """A named official model: its files on the hub and the settings that suit it.
-
-    Example:
-        >>> p = resolve_preset("turbo")
-        >>> p.filenames, p.steps, p.color_fix
-        (('stablesr_turbo.ckpt', 'vqgan_cfw_00011.ckpt'), 4, 'wavelet')
-    """
-
-    name: str
-    description: str
-    ckpt: HubFile
-    cfw_ckpt: HubFile
-    image_size: int  # native resolution in pixels
-    prediction_type: str  # "eps" or "v"
-    steps: int
-    cfw_weight: float
-    color_fix: str  # "adain", "wavelet" or "none"
-    repo_id: str = REPO_ID
-    licence: str = LICENCE
-
-    @property
-    def files(self) -> tuple[HubFile, ...]:
-        """The hub files this preset needs, diffusion checkpoint first."""
-        return (self.ckpt, self.cfw_ckpt)
-
-    @property
-    def filenames(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.files)
-
-    @property
-    def size_bytes(self) -> int | None:
-        """Total download size, or None when a file's size is unknown."""
-        sizes = [f.size_bytes for f in self.files]
-        return None if None in sizes else sum(s for s in sizes if s is not None)
-
-
-PRESETS: dict[str, ModelPreset] = {
-    p.name: p
-    for p in (
-        # README: `--ddpm_steps 4 --dec_w 0.5 --colorfix_type wavelet` with the 512 config.
-        ModelPreset("turbo", "StableSR-Turbo (SD-Turbo based): 4 steps, fast",
-                    _TURBO, _CFW, 512, "eps", 4, 0.5, "wavelet"),
-        ModelPreset("stablesr-512", "StableSR on SD-2.1-base 512 (the paper's model): 200 steps",
-                    _SR512, _CFW, 512, "eps", 200, 0.5, "adain"),
-        ModelPreset("stablesr-768v", "StableSR on SD-2.1 768-v: 200 steps, native 768 px",
-                    _SR768V, _CFW, 768, "v", 200, 0.5, "wavelet"),
-        ModelPreset("face", "StableSR fine-tuned on faces (beta; official face CFW, fidelity 0)",
-                    _FACE, _FACE_CFW, 512, "v", 200, 0.0, "none"),
-    )
-}
-
-
-def resolve_preset(name: str) -> ModelPreset:
-    """The preset called ``name`` (case-insensitive; ``_`` and ``-`` are interchangeable).
-
-    Example:
-        >>> resolve_preset("Stablesr_768v").prediction_type
-        'v'
-    """
-    key = name.strip().lower().replace("_", "-")
-    if key in PRESETS:
-        return PRESETS[key]
-    raise StableSRError(f"unknown model {name!r}; choose one of: {', '.join(PRESETS)} (see `stablesr models`)")
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -185,7 +61,7 @@ def cached_files(preset: ModelPreset, *, cache_dir: str | os.PathLike[str] | Non
     return found
 
 
-def _env_offline() -> bool:
+def env_offline() -> bool:
     """HF_HUB_OFFLINE as huggingface_hub reads it, but at call time (its constant is fixed at import)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -223,7 +99,7 @@ def download(
         >>> sorted(paths)  # doctest: +SKIP
         ['stablesr_turbo.ckpt', 'vqgan_cfw_00011.ckpt']
     """
-    offline = offline or _env_offline()
+    offline = offline or env_offline()
     wanted = tuple(files or preset.filenames)
     found = {k: v for k, v in cached_files(preset, cache_dir=cache_dir).items() if k in wanted}
     missing = [name for name in wanted if found.get(name) is None]
@@ -329,50 +205,68 @@ def licence_notice(preset: ModelPreset, *, stream: IO[str] | None = None) -> boo
 # --------------------------------------------------------------------------------------------- loading
 
 
-def apply_preset_defaults(pipe: Any, preset: ModelPreset) -> None:
-    """Make the preset's steps, CFW weight and colour fix the pipeline's defaults.
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load. Without ``checkpoint``: the preset (default turbo), fetched or cached.
+    With a checkpoint file: it (plus ``cfw_checkpoint`` / ``config`` / ``prompt_embeds``), and the
+    preset's settings if one is named. A folder or hub repository id: a converted model.
 
     Example:
-        >>> apply_preset_defaults(pipe, resolve_preset("turbo")); pipe.config.default_steps  # doctest: +SKIP
-        4
+        >>> ModelSpec(preset="turbo", offline=True).preset
+        'turbo'
     """
-    cfg = pipe.config
-    cfg.default_steps = preset.steps
-    cfg.default_cfw_weight = preset.cfw_weight
-    cfg.default_color_fix = preset.color_fix
-    cfg.name = preset.name
+
+    preset: str | None = None
+    checkpoint: str | os.PathLike[str] | None = None
+    cfw_checkpoint: str | os.PathLike[str] | None = None
+    config: str | os.PathLike[str] | None = None
+    prompt_embeds: str | os.PathLike[str] | None = None
+    offline: bool = False
 
 
-def load_preset_pipeline(
-    preset: ModelPreset,
+def load_model(
+    spec: ModelSpec,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    offline: bool = False,
     *,
-    cfw_ckpt: str | os.PathLike[str] | None = None,
-    prompt_embeds: str | os.PathLike[str] | None = None,
     announce: bool = True,
+    note: Callable[[str], None] | None = None,
 ) -> StableSRPipeline:
-    """A pipeline for ``preset``: its files fetched or found in the cache, its defaults applied.
+    """A ready pipeline for ``spec``; a named preset's defaults (steps, fidelity, colour fix) applied once.
 
-    ``cfw_ckpt`` replaces the preset's CFW file (then only the diffusion checkpoint is fetched).
+    ``announce`` prints the licence notice (rank 0 of a distributed run only); ``note`` receives
+    remarks worth telling a user (e.g. no CFW file given).
 
     Example:
-        >>> pipe = load_preset_pipeline(resolve_preset("turbo"), "cuda", torch.float16)  # doctest: +SKIP
+        >>> pipe = load_model(ModelSpec(preset="turbo"), "cuda", torch.float16)  # doctest: +SKIP
         >>> pipe(image, upscale=4).images[0].save("out.png")  # doctest: +SKIP
     """
     from .pipeline import StableSRPipeline
 
-    needed = (preset.ckpt.name,) if cfw_ckpt is not None else preset.filenames
-    paths = download(preset, offline=offline, files=needed, announce=announce)
-    pipe = StableSRPipeline.from_single_file(
-        paths[preset.ckpt.name],
-        Path(cfw_ckpt) if cfw_ckpt is not None else paths[preset.cfw_ckpt.name],
-        prediction_type=preset.prediction_type,
-        image_size=preset.image_size,
-        prompt_embeds=prompt_embeds,
-        dtype=dtype,
-        device=device,
-    )
-    apply_preset_defaults(pipe, preset)
+    preset = resolve_preset(spec.preset) if spec.preset else None
+    if not spec.checkpoint:
+        preset = preset or resolve_preset(DEFAULT_PRESET)
+        needed = (preset.ckpt.name,) if spec.cfw_checkpoint is not None else preset.filenames
+        paths = download(preset, offline=spec.offline, files=needed, announce=announce)
+        cfw = spec.cfw_checkpoint if spec.cfw_checkpoint is not None else paths[preset.cfw_ckpt.name]
+        pipe = StableSRPipeline.from_single_file(paths[preset.ckpt.name], cfw, prediction_type=preset.prediction_type,
+                                                 image_size=preset.image_size, prompt_embeds=spec.prompt_embeds,
+                                                 dtype=dtype, device=device)
+    elif Path(spec.checkpoint).is_dir() or not Path(spec.checkpoint).exists():  # a folder, or a hub repo holding one
+        if spec.cfw_checkpoint or spec.config or spec.prompt_embeds:
+            raise OptionsError("a converted folder holds its CFW checkpoint, config and prompt embeddings already; "
+                               "give those only with checkpoint files")
+        pipe = StableSRPipeline.from_pretrained(spec.checkpoint, dtype=dtype, device=device,
+                                                local_files_only=spec.offline)
+    else:
+        told = preset if preset is not None and not spec.config else None  # the preset says what the name may not
+        pipe = StableSRPipeline.from_single_file(spec.checkpoint, spec.cfw_checkpoint, config=spec.config,
+                                                 prompt_embeds=spec.prompt_embeds, dtype=dtype, device=device,
+                                                 prediction_type=told.prediction_type if told else None,
+                                                 image_size=told.image_size if told else None)
+        if not spec.cfw_checkpoint and note is not None:
+            note("no CFW checkpoint: decoding with the checkpoint's own VAE (fidelity has no effect)")
+    if preset is not None:
+        defaults = preset.model_defaults()
+        pipe.config = replace(pipe.config, **{k: v for k, v in defaults.items() if k.startswith("default_") or k == "name"})
     return pipe
