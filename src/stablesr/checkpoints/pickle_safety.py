@@ -1,0 +1,153 @@
+"""Inert stand-ins for the Python objects that training checkpoints name, so they load with ``weights_only=True``.
+
+The released StableSR files are whole PyTorch Lightning 1.4 training checkpoints. Beside the
+``state_dict`` they hold the trainer's bookkeeping, and its pickle names Python objects that
+``torch.load(weights_only=True)`` refuses by default: Lightning <= 1.4 keys callback states by
+the callback *class* (``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint``),
+``hyper_parameters`` may be an OmegaConf ``DictConfig`` (its pickled state names
+``omegaconf.base.ContainerMetadata``, ``typing.Any``, ``collections.defaultdict`` ...), and
+monitored scores may be numpy scalars.
+
+We only keep the ``state_dict``, so none of those objects is needed for real. Each allowed name
+is mapped to a stand-in defined here: a :class:`StandIn` subclass that records the arguments and
+state it is handed and has no other behaviour, or an empty ``dict`` for the dict-like names
+(their items are then filled in by the unpickler's own ``SETITEMS``). Nothing from the file, and
+nothing from an installed Lightning or OmegaConf, is ever imported or called. Every name not
+listed stays refused by torch's restricted unpickler (``os``/``posix``/``sys`` are refused by
+torch before any allow-list is consulted).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["STAND_IN_NAMES", "StandIn", "safe_globals"]
+
+
+class StandIn:
+    """Placeholder for an object a checkpoint describes: keeps its arguments and state, runs nothing.
+
+    Example:
+        >>> cls = stand_in_class("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint")
+        >>> cls("anything", 1).stands_for
+        'pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint'
+    """
+
+    stands_for = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StandIn:  # noqa: PYI034 - the unpickler's NEWOBJ/REDUCE land here
+        self = object.__new__(cls)
+        object.__setattr__(self, "args", args)
+        object.__setattr__(self, "state", None)
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:  # BUILD: store, never interpret
+        object.__setattr__(self, "state", state)
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self.stands_for}>"
+
+
+def _empty_dict(*_args: Any, **_kwargs: Any) -> dict:
+    """``collections.defaultdict(factory)`` as a plain dict: the factory (a stand-in) is dropped, never called."""
+    return {}
+
+
+# Callback classes appear as dict keys (Lightning <= 1.4: ``callbacks[type(cb)] = state``): only
+# the class object is referenced, never an instance. Lightning 1.4's trainer only stores callbacks
+# whose ``on_save_checkpoint`` returns state (ModelCheckpoint, EarlyStopping, Timer, ...); the
+# others are listed because the LDM/StableSR ``main.py`` installs them and forks may give them state.
+_LIGHTNING_CALLBACKS = (
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+    "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor",
+    "pytorch_lightning.callbacks.timer.Timer",
+    "pytorch_lightning.callbacks.progress.ProgressBar",
+    "pytorch_lightning.callbacks.progress.tqdm_progress.TQDMProgressBar",
+    "pytorch_lightning.callbacks.gradient_accumulation_scheduler.GradientAccumulationScheduler",
+    "pytorch_lightning.callbacks.model_summary.ModelSummary",
+    "pytorch_lightning.callbacks.stochastic_weight_avg.StochasticWeightAveraging",
+    "main.SetupCallback",  # LDM / StableSR main.py
+    "main.ImageLogger",
+    "main.CUDACallback",
+)
+# OmegaConf 2.x containers (``hyper_parameters`` / ``hparams_type``): DictConfig/ListConfig pickle
+# ``{"_metadata": ContainerMetadata, "_parent": ..., "_content": {key: node}}``; nodes pickle
+# ``{"_metadata": Metadata, "_parent": ..., "_val": value}``; the metadata dataclasses hold
+# ``ref_type``/``key_type``/``element_type`` (``typing.Any``, or ``typing.Dict``/``List``),
+# ``object_type`` (``dict``/``list``/None), ``key_type`` (``int`` for lists) and ``resolver_cache``
+# (``defaultdict(dict)``). Built-in types appear there only as *values*, so they map to stand-ins too
+# (a file that tries to call ``builtins.dict(...)`` through them gets a stand-in, not a dict).
+_OMEGACONF = (
+    "omegaconf.dictconfig.DictConfig",
+    "omegaconf.listconfig.ListConfig",
+    "omegaconf.base.ContainerMetadata",
+    "omegaconf.base.Metadata",
+    "omegaconf.nodes.AnyNode",
+    "omegaconf.nodes.StringNode",
+    "omegaconf.nodes.IntegerNode",
+    "omegaconf.nodes.FloatNode",
+    "omegaconf.nodes.BooleanNode",
+    "omegaconf.nodes.BytesNode",
+    "omegaconf.nodes.PathNode",
+    "typing.Any",
+    "typing.Dict",
+    "typing.List",
+    "builtins.dict",
+    "builtins.list",
+    "builtins.int",
+    "builtins.float",
+    "builtins.str",
+    "builtins.bool",
+)
+# numpy scalars/arrays as monitored scores (``best_model_score``, ``current_score``), numpy < 2 and >= 2 paths.
+_NUMPY = (
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct",
+    "numpy.ndarray",
+    "numpy.dtype",
+)
+# Other plain-data holders seen in hyper-parameters.
+_MISC = (
+    "argparse.Namespace",
+    "pathlib.PosixPath",
+    "pathlib.WindowsPath",
+)
+# Dict-like names, rebuilt as real (empty) dicts so the unpickler can fill in their items.
+_DICT_LIKE: dict[str, Any] = {
+    "collections.defaultdict": _empty_dict,  # REDUCE(defaultdict, (factory,)) + SETITEMS
+    "pytorch_lightning.utilities.parsing.AttributeDict": OrderedDict,  # NEWOBJ(cls) + SETITEMS (+ BUILD)
+}
+
+STAND_IN_NAMES: tuple[str, ...] = (*_LIGHTNING_CALLBACKS, *_OMEGACONF, *_NUMPY, *_MISC, *_DICT_LIKE)
+
+
+def stand_in_class(name: str) -> type[StandIn]:
+    """A fresh :class:`StandIn` subclass for the global ``name`` (one class per name, so dict keys stay distinct)."""
+    short = name.rsplit(".", 1)[-1]
+    return type(short, (StandIn,), {"__module__": __name__, "__qualname__": f"StandIn[{name}]", "stands_for": name})
+
+
+_STAND_INS: list[tuple[Any, str]] = [
+    *((stand_in_class(n), n) for n in (*_LIGHTNING_CALLBACKS, *_OMEGACONF, *_NUMPY, *_MISC)),
+    *((obj, n) for n, obj in _DICT_LIKE.items()),
+]
+
+
+def safe_globals():  # torch's context manager type is private
+    """Context manager: ``torch.load(weights_only=True)`` inside it maps the listed names to the stand-ins.
+
+    Example:
+        >>> import torch
+        >>> with safe_globals():
+        ...     pass  # torch.load(path, weights_only=True, mmap=True)
+    """
+    import torch
+
+    return torch.serialization.safe_globals(_STAND_INS)
