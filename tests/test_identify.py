@@ -27,6 +27,7 @@ from stablesr.checkpoints.identify import (
     unknown_file_warning,
 )
 from stablesr.checkpoints.loading import load_state_dict
+from stablesr.errors import CheckpointError
 
 MANIFESTS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "manifests"
 
@@ -97,10 +98,13 @@ def test_hash_is_cached_and_invalidated_by_mtime(tmp_path: Path, home: Path, has
     assert entry == {"size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns,
                      "sha256": table["stablesr-768v"].ckpt.sha256}
 
-    assert identify_file(path, presets=table) is not None and len(hash_calls) == 1  # from the cache
+    told: list[Path] = []
+    assert identify_file(path, presets=table, on_hash=told.append) is not None and len(hash_calls) == 1  # cached
+    assert told == []
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
-    assert identify_file(path, presets=table) is not None and len(hash_calls) == 2  # touched: hashed again
+    assert identify_file(path, presets=table, on_hash=told.append) is not None and len(hash_calls) == 2  # touched
+    assert told == [path.resolve()]
     assert identify_file(path, presets=table, use_cache=False) is not None and len(hash_calls) == 3
 
 
@@ -123,6 +127,11 @@ def test_unregistered_files_are_none_and_other_sizes_are_never_read(tmp_path: Pa
     assert [p.name for p in hash_calls] == ["other.ckpt"]
     assert identify_file(registered) is None  # the real table: no release file is 50 kB
     assert len(hash_calls) == 1
+
+
+def test_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="nope.ckpt: cannot read"):
+        identify_file(tmp_path / "nope.ckpt")
 
 
 def test_damaged_cache_is_rebuilt(tmp_path: Path, home: Path, hash_calls: list) -> None:

@@ -17,11 +17,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
 from ..paths import stablesr_home
 from ..registry import PRESETS, HubFile, ModelPreset  # the one place the preset table is imported
 
@@ -88,7 +89,7 @@ def _write_cache(files: dict[str, Any]) -> None:
         pass
 
 
-def _cached_sha256(path: Path, size: int, mtime_ns: int) -> str:
+def _cached_sha256(path: Path, size: int, mtime_ns: int, on_hash: Callable[[Path], None] | None) -> str:
     key = str(path)
     files = _read_cache()
     entry = files.get(key)
@@ -96,6 +97,8 @@ def _cached_sha256(path: Path, size: int, mtime_ns: int) -> str:
         cached = entry.get("sha256")
         if isinstance(cached, str) and len(cached) == 64:
             return cached
+    if on_hash is not None:
+        on_hash(path)
     digest = _sha256(path)
     files = _read_cache()  # re-read: another process may have added entries while we hashed
     files[key] = {"size": size, "mtime_ns": mtime_ns, "sha256": digest}
@@ -104,11 +107,12 @@ def _cached_sha256(path: Path, size: int, mtime_ns: int) -> str:
 
 
 def identify_file(path: str | os.PathLike[str], *, presets: Mapping[str, ModelPreset] | None = None,
-                  use_cache: bool = True) -> Identification | None:
+                  use_cache: bool = True, on_hash: Callable[[Path], None] | None = None) -> Identification | None:
     """The official file ``path`` is (by size, then sha256), or None when it is none of them.
 
     A file whose size matches no published size is never read. ``presets`` defaults to the
-    built-in preset table.
+    built-in preset table. ``on_hash(path)`` is called just before a file is actually read
+    (a few seconds per GB, once per file version), e.g. to tell the user why they wait.
 
     Example:
         >>> ident = identify_file("my_renamed_copy.ckpt")  # doctest: +SKIP
@@ -117,11 +121,19 @@ def identify_file(path: str | os.PathLike[str], *, presets: Mapping[str, ModelPr
     """
     table = PRESETS if presets is None else presets
     p = Path(path).resolve()
-    st = p.stat()
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the file ({e.strerror or e})") from None
     candidates = [f for pr in table.values() for f in pr.files if f.sha256 and f.size_bytes == st.st_size]
     if not candidates:
         return None
-    digest = _cached_sha256(p, st.st_size, st.st_mtime_ns) if use_cache else _sha256(p)
+    if use_cache:
+        digest = _cached_sha256(p, st.st_size, st.st_mtime_ns, on_hash)
+    else:
+        if on_hash is not None:
+            on_hash(p)
+        digest = _sha256(p)
     for role, attr in (("diffusion", "ckpt"), ("cfw", "cfw_ckpt")):
         users = [pr for pr in table.values() if getattr(pr, attr).sha256 == digest]
         if users:

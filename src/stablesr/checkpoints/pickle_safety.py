@@ -19,7 +19,10 @@ torch before any allow-list is consulted).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["STAND_IN_NAMES", "StandIn", "safe_globals"]
@@ -140,8 +143,16 @@ _STAND_INS: list[tuple[Any, str]] = [
 ]
 
 
-def safe_globals():  # torch's context manager type is private
+# torch's allow-list is process-wide and its context manager removes our entries on exit, so two
+# overlapping loads in different threads would pull the stand-ins from under each other.
+_LOCK = threading.Lock()
+
+
+@contextmanager
+def safe_globals() -> Iterator[None]:
     """Context manager: ``torch.load(weights_only=True)`` inside it maps the listed names to the stand-ins.
+
+    Loads inside it are serialised (they are quick with ``mmap=True``).
 
     Example:
         >>> import torch
@@ -150,4 +161,5 @@ def safe_globals():  # torch's context manager type is private
     """
     import torch
 
-    return torch.serialization.safe_globals(_STAND_INS)
+    with _LOCK, torch.serialization.safe_globals(_STAND_INS):
+        yield
