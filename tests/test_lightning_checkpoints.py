@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import pickle
 import pickletools
 import subprocess
 import sys
@@ -307,9 +308,9 @@ def _refusal(path: Path) -> str:
 
 
 PAYLOADS = {  # name -> (factory, args builder, the global the pickle names)
-    "os_system": (os.system, lambda m: (f"touch '{m}'",), "system"),
+    "os_system": (os.system, lambda m: (f"touch '{m}'",), f"{os.system.__module__}.system"),  # posix.system
     "eval": (builtins.eval, lambda m: (f"open({str(m)!r}, 'w')",), "eval"),
-    "popen": (subprocess.Popen, lambda m: (["touch", str(m)],), "Popen"),  # protocol 2 spells it commands.Popen
+    "popen": (subprocess.Popen, lambda m: (["touch", str(m)],), "subprocess.Popen"),
 }
 
 
@@ -322,6 +323,18 @@ def test_dangerous_globals_in_a_training_checkpoint_are_refused(name: str, golde
     message = _refusal(path)
     assert named in message and "refused" in message, message
     assert not marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_dangerous_globals_in_plain_pickles_are_named(protocol: int, tmp_path: Path) -> None:
+    """Pickles not written by torch.save (protocol 4+ uses STACK_GLOBAL) are refused with the global named too."""
+    for name, (factory, args, named) in PAYLOADS.items():
+        marker = tmp_path / "pwned"
+        path = tmp_path / f"{name}.pth"
+        path.write_bytes(pickle.dumps({"callbacks": {"x": _Instance(factory, *args(marker))}}, protocol=protocol))
+        assert named in _refusal(path)
+        assert not marker.exists()
 
 
 def test_unlisted_lightning_global_is_refused(golden_sd: dict, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from .pickle_safety import safe_globals
+from .pickle_safety import allowed_global_names, refused_globals, safe_globals
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "params_ema", "params", "model")
 # torch's messages for a refused global: not allow-listed, or in a module it always blocks (os, posix, sys)
@@ -60,11 +60,15 @@ def load_state_dict(path: str | Path, *, mmap: bool | None = None) -> dict[str, 
     except pickle.UnpicklingError as e:
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
         found = _REFUSED_GLOBAL.search(text)
-        if found is None:  # not a pickle of objects we refuse: the file is damaged or of another format
+        names = refused_globals(path, allowed_global_names())  # all of them (up to 3), parsed, not run
+        if not names and found:
+            names = [found.group(1) or found.group(2)]
+        if not names:  # not a pickle of objects we refuse: the file is damaged or of another format
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or unknown format)") from None
+        what = f"the Python object {names[0]}" if len(names) == 1 else f"Python objects ({', '.join(names)})"
         raise CheckpointError(
-            f"{path}: refused to load: it needs the Python object {found.group(1) or found.group(2)} unpickled, "
-            "which could run arbitrary code; use a .safetensors copy or convert it where you trust it"
+            f"{path}: refused to load: it needs {what} unpickled, which could run arbitrary code; "
+            "use a .safetensors copy or convert it where you trust it"
         ) from None
     except Exception as e:  # noqa: BLE001 - truncated/corrupt files, wrong formats
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None

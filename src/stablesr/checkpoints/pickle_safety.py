@@ -19,13 +19,16 @@ torch before any allow-list is consulted).
 
 from __future__ import annotations
 
+import _compat_pickle
+import pickletools
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["STAND_IN_NAMES", "StandIn", "safe_globals"]
+__all__ = ["STAND_IN_NAMES", "StandIn", "allowed_global_names", "refused_globals", "safe_globals"]
 
 
 class StandIn:
@@ -163,3 +166,65 @@ def safe_globals() -> Iterator[None]:
 
     with _LOCK, torch.serialization.safe_globals(_STAND_INS):
         yield
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _pickled_globals(stream: Any) -> Iterator[str]:
+    """The ``module.name`` globals a pickle names, in order: parsed with pickletools, never executed."""
+    memo: dict[int, Any] = {}
+    pushed: list[Any] = [None, None]  # the last two values pushed, enough for STACK_GLOBAL's two strings
+    try:
+        for op, arg, _ in pickletools.genops(stream):
+            name = op.name
+            if name == "GLOBAL":
+                module, _, attr = str(arg).partition(" ")
+                module, attr = _compat_pickle.NAME_MAPPING.get((module, attr), (module, attr))
+                yield f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{attr}"
+            elif name == "STACK_GLOBAL":
+                if all(isinstance(v, str) for v in pushed):
+                    yield f"{pushed[0]}.{pushed[1]}"
+            elif name == "MEMOIZE":
+                memo[len(memo)] = pushed[1]
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = pushed[1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed = [pushed[1], memo.get(int(arg))]
+            elif name != "FRAME":
+                pushed = [pushed[1], arg if name in _STRING_OPS else None]
+    except Exception:  # noqa: BLE001 - damaged pickles: report what was found before the damage
+        return
+
+
+def refused_globals(path: str | Any, allowed: set[str], limit: int = 3) -> list[str]:
+    """The first ``limit`` distinct globals a checkpoint's pickle names that are not in ``allowed`` (for messages)."""
+    found: list[str] = []
+
+    def scan(stream: Any) -> list[str]:
+        for name in _pickled_globals(stream):
+            if name not in allowed and name not in found:
+                found.append(name)
+                if len(found) == limit:
+                    break
+        return found
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                if member is None:
+                    return []
+                with zf.open(member) as stream:
+                    return scan(stream)
+        with open(path, "rb") as stream:
+            return scan(stream)
+    except (OSError, zipfile.BadZipFile):
+        return found
+
+
+def allowed_global_names() -> set[str]:
+    """Every global name a load under :func:`safe_globals` accepts: torch's defaults plus the stand-ins."""
+    from torch import _weights_only_unpickler
+
+    return set(_weights_only_unpickler._get_allowed_globals()) | set(STAND_IN_NAMES)
