@@ -318,11 +318,13 @@ PAYLOADS = {  # name -> (factory, args builder, the global the pickle names)
 def test_dangerous_globals_in_a_training_checkpoint_are_refused(name: str, golden_sd: dict, tmp_path: Path) -> None:
     factory, args, named = PAYLOADS[name]
     marker = tmp_path / "pwned"
-    path = tmp_path / f"{name}.ckpt"
-    torch.save({"state_dict": golden_sd["cfw"], "callbacks": {"x": _Instance(factory, *args(marker))}}, path)
-    message = _refusal(path)
-    assert named in message and "refused" in message, message
-    assert not marker.exists()
+    for zip_format in (True, False):  # torch >= 1.6 zip files and the older single-pickle-stream format
+        path = tmp_path / f"{name}_{zip_format}.ckpt"
+        torch.save({"state_dict": golden_sd["cfw"], "callbacks": {"x": _Instance(factory, *args(marker))}}, path,
+                   _use_new_zipfile_serialization=zip_format)
+        message = _refusal(path)
+        assert named in message and "refused" in message, message
+        assert not marker.exists()
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")

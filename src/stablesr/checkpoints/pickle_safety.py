@@ -171,30 +171,35 @@ def safe_globals() -> Iterator[None]:
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
 
 
-def _pickled_globals(stream: Any) -> Iterator[str]:
-    """The ``module.name`` globals a pickle names, in order: parsed with pickletools, never executed."""
-    memo: dict[int, Any] = {}
-    pushed: list[Any] = [None, None]  # the last two values pushed, enough for STACK_GLOBAL's two strings
-    try:
-        for op, arg, _ in pickletools.genops(stream):
-            name = op.name
-            if name == "GLOBAL":
-                module, _, attr = str(arg).partition(" ")
-                module, attr = _compat_pickle.NAME_MAPPING.get((module, attr), (module, attr))
-                yield f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{attr}"
-            elif name == "STACK_GLOBAL":
-                if all(isinstance(v, str) for v in pushed):
-                    yield f"{pushed[0]}.{pushed[1]}"
-            elif name == "MEMOIZE":
-                memo[len(memo)] = pushed[1]
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = pushed[1]
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                pushed = [pushed[1], memo.get(int(arg))]
-            elif name != "FRAME":
-                pushed = [pushed[1], arg if name in _STRING_OPS else None]
-    except Exception:  # noqa: BLE001 - damaged pickles: report what was found before the damage
-        return
+def _pickled_globals(stream: Any, pickles: int = 4) -> Iterator[str]:
+    """The ``module.name`` globals a pickle names, in order: parsed with pickletools, never executed.
+
+    Up to ``pickles`` consecutive pickles are read: torch's pre-1.6 format puts the object after
+    three small header pickles.
+    """
+    for _ in range(pickles):
+        memo: dict[int, Any] = {}
+        pushed: list[Any] = [None, None]  # the last two values pushed, enough for STACK_GLOBAL's two strings
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                name = op.name
+                if name == "GLOBAL":
+                    module, _, attr = str(arg).partition(" ")
+                    module, attr = _compat_pickle.NAME_MAPPING.get((module, attr), (module, attr))
+                    yield f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{attr}"
+                elif name == "STACK_GLOBAL":
+                    if all(isinstance(v, str) for v in pushed):
+                        yield f"{pushed[0]}.{pushed[1]}"
+                elif name == "MEMOIZE":
+                    memo[len(memo)] = pushed[1]
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[int(arg)] = pushed[1]
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed = [pushed[1], memo.get(int(arg))]
+                elif name != "FRAME":
+                    pushed = [pushed[1], arg if name in _STRING_OPS else None]
+        except Exception:  # noqa: BLE001 - end of file or damage: report what was found before it
+            return
 
 
 def refused_globals(path: str | Any, allowed: set[str], limit: int = 3) -> list[str]:
