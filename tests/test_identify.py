@@ -107,6 +107,10 @@ def test_hash_is_cached_and_invalidated_by_mtime(tmp_path: Path, home: Path, has
     assert told == [path.resolve()]
     assert identify_file(path, presets=table, use_cache=False) is not None and len(hash_calls) == 3
 
+    moved = path.rename(tmp_path / "b.ckpt")  # a new path is a new entry; the gone one is forgotten
+    assert identify_file(moved, presets=table) is not None and len(hash_calls) == 4
+    assert list(json.loads(hash_cache_file().read_text())["files"]) == [str(moved.resolve())]
+
 
 def test_changed_content_with_same_size_is_not_trusted_from_the_cache(tmp_path: Path, home: Path) -> None:
     path = _blob(tmp_path / "a.ckpt", seed=4)

@@ -101,6 +101,7 @@ def _cached_sha256(path: Path, size: int, mtime_ns: int, on_hash: Callable[[Path
         on_hash(path)
     digest = _sha256(path)
     files = _read_cache()  # re-read: another process may have added entries while we hashed
+    files = {k: v for k, v in files.items() if os.path.exists(k)}  # forget files that are gone
     files[key] = {"size": size, "mtime_ns": mtime_ns, "sha256": digest}
     _write_cache(files)
     return digest

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["STAND_IN_NAMES", "StandIn", "allowed_global_names", "refused_globals", "safe_globals"]
+__all__ = ["STAND_IN_NAMES", "StandIn", "allowed_global_names", "refused_globals", "safe_globals", "stand_in_class"]
 
 
 class StandIn:
