@@ -10,8 +10,8 @@ monitored scores may be numpy scalars.
 
 We only keep the ``state_dict``, so none of those objects is needed for real. Each allowed name
 is mapped to a stand-in defined here: a :class:`StandIn` subclass that records the arguments and
-state it is handed and has no other behaviour, or an empty ``dict`` for the dict-like names
-(their items are then filled in by the unpickler's own ``SETITEMS``). Nothing from the file, and
+state it is handed and has no other behaviour, or a plain (empty) ``dict``/``OrderedDict`` for the
+dict-like names (their items are then filled in by the unpickler's own ``SETITEMS``). Nothing from the file, and
 nothing from an installed Lightning or OmegaConf, is ever imported or called. Every name not
 listed stays refused by torch's restricted unpickler (``os``/``posix``/``sys`` are refused by
 torch before any allow-list is consulted).
