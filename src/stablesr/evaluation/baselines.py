@@ -11,7 +11,7 @@ CLASSICAL_METHODS = {"bicubic": "BICUBIC", "lanczos": "LANCZOS", "bilinear": "BI
 
 
 def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """``(round(scale * width), round(scale * height))``, at least 1 pixel each."""
+    """``(round(scale * width), round(scale * height))`` (Python rounding, as the pipeline), at least 1 pixel."""
     return max(1, round(scale * width)), max(1, round(scale * height))
 
 

@@ -80,7 +80,6 @@ def resize_to(img: EvalImage, size: tuple[int, int]) -> np.ndarray:
 
 def _describe(pairing: Pairing) -> list[str]:
     notes = [f"prediction suffix '{s}' tolerated on {n} file(s)" for s, n in sorted(pairing.suffixes.items())]
-    notes += [f"{p}: no prediction for this GT image (skipped)" for p in pairing.missing_pred]
     notes += [f"{p}: no GT image with this stem (skipped)" for p in pairing.extra_pred]
     notes += [f"{p}: another prediction has the same stem (skipped)" for p in pairing.duplicates]
     return notes
@@ -129,6 +128,9 @@ def evaluate(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str] | 
     bound, unavailable = _bind(settings.metrics, settings, gt_dir is not None)
     result = EvalResult(name or Path(pred_dir).name, [m for m in settings.metrics if m in bound],
                         settings.crop_border, {}, {}, unavailable, notes=notes, pairs=pairs)
+    if gt_dir is not None:
+        # A missing prediction would silently shrink the test set behind the means: count it as a failure.
+        result.failures += [f"{g}: no prediction for this GT image in {pred_dir}" for g in pairing.missing_pred]
     _run(result, bound, settings)
     return result
 
