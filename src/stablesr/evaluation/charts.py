@@ -93,7 +93,7 @@ def distribution_chart(title: str, series: dict[str, Sequence[float | None]], wi
         colour = PALETTE[s_idx % len(PALETTE)]
         fin = sorted(_finite(values))
         if fin:
-            q1, med, q3 = (fin[int(round(q * (len(fin) - 1)))] for q in (0.25, 0.5, 0.75))
+            q1, med, q3 = (fin[round(q * (len(fin) - 1))] for q in (0.25, 0.5, 0.75))
             d.rectangle([xs - col * 0.22, ypos(q3), xs + col * 0.22, ypos(q1)], outline=colour, width=2)
             d.line([(xs - col * 0.22, ypos(med)), (xs + col * 0.22, ypos(med))], fill=_AXIS, width=2)
         for j, v in enumerate(fin):

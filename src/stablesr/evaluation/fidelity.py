@@ -17,7 +17,7 @@ Conventions, all as in BasicSR (which matches the MATLAB code the SR literature 
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import correlate1d
+from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["crop", "psnr", "rgb_to_y", "ssim"]
 
@@ -82,14 +82,13 @@ def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> np.ndarray:
 
 
 _TAPS = _gaussian_taps()
-_HALF = len(_TAPS) // 2
 
 
 def _blur_valid(plane: np.ndarray) -> np.ndarray:
-    # The 2-D window is the outer product of the 1-D taps, so filtering is separable; the border
-    # rows/columns a full-size filter would invent are cut off ('valid' part only).
-    out = correlate1d(correlate1d(plane, _TAPS, axis=0, mode="nearest"), _TAPS, axis=1, mode="nearest")
-    return out[_HALF:-_HALF, _HALF:-_HALF]
+    # The 2-D window is the outer product of the 1-D taps, so filtering is separable; only windows
+    # lying fully inside the image are kept ('valid'), i.e. (H-10)x(W-10) outputs, no padding at all.
+    rows = sliding_window_view(plane, len(_TAPS), axis=0) @ _TAPS
+    return sliding_window_view(rows, len(_TAPS), axis=1) @ _TAPS
 
 
 def _ssim_plane(a: np.ndarray, b: np.ndarray) -> float:
@@ -114,4 +113,5 @@ def ssim(img: np.ndarray, ref: np.ndarray, crop_border: int = 0, y_channel: bool
     a, b = _prepare(img, ref, crop_border, y_channel)
     if min(a.shape[0], a.shape[1]) < len(_TAPS):
         raise ValueError(f"SSIM needs at least {len(_TAPS)}x{len(_TAPS)} pixels after cropping, got {a.shape[1]}x{a.shape[0]}")
-    return float(np.mean([_ssim_plane(a[..., c], b[..., c]) for c in range(a.shape[2])]))
+    planes = [(np.ascontiguousarray(a[..., c]), np.ascontiguousarray(b[..., c])) for c in range(a.shape[2])]
+    return float(np.mean([_ssim_plane(pa, pb) for pa, pb in planes]))

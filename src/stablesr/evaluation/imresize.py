@@ -29,7 +29,7 @@ def _resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> 
     width = 4.0 / scale if widen else 4.0
     centre = np.arange(1, out_len + 1, dtype=np.float64) / scale + 0.5 * (1 - 1 / scale)  # 1-based source coords
     first = np.floor(centre - width / 2)
-    taps = int(math.ceil(width)) + 2
+    taps = math.ceil(width) + 2
     idx = first[:, None] + np.arange(taps)[None, :]
     dist = centre[:, None] - idx
     w = scale * _cubic(dist * scale) if widen else _cubic(dist)

@@ -24,7 +24,7 @@ class MetricUnavailable(Exception):
 def _import(module: str, install: str) -> Any:
     try:
         return importlib.import_module(module)
-    except Exception as exc:  # ImportError, or a broken dependency raising anything while importing
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a broken dependency failing in any way at import
         raise MetricUnavailable(f"needs the '{module}' package ({type(exc).__name__}: {exc}); install: {install}") from None
 
 
@@ -113,7 +113,7 @@ def build_pyiqa(name: str, device: str = "cpu") -> Any:
     pyiqa = _import("pyiqa", "pip install pyiqa  (opt-in: its licence is non-commercial)")
     try:
         metric = pyiqa.create_metric(name, device=torch.device(device), as_loss=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch/load weights means "unavailable", with why
         raise MetricUnavailable(
             f"pyiqa could not load '{name}' ({type(exc).__name__}: {exc}); fetch its weights once online with: "
             f"python -c \"import pyiqa; pyiqa.create_metric('{name}')\"") from None

@@ -83,7 +83,7 @@ def _cell(pixels: np.ndarray, box: tuple[int, int, int, int]) -> Image.Image:
 def _scaled_box(box: tuple[int, int, int, int], src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int, int, int]:
     sx, sy = dst[0] / src[0], dst[1] / src[1]
     x0, y0 = int(box[0] * sx), int(box[1] * sy)
-    return x0, y0, max(x0 + 1, int(round(box[2] * sx))), max(y0 + 1, int(round(box[3] * sy)))
+    return x0, y0, max(x0 + 1, round(box[2] * sx)), max(y0 + 1, round(box[3] * sy))
 
 
 def crop_grid(results: Sequence[EvalResult], lr_dir: str | os.PathLike[str] | None = None,
