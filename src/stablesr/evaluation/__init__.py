@@ -11,7 +11,7 @@ Example:
 from .baselines import CLASSICAL_METHODS, classical_upscale
 from .fidelity import crop, psnr, rgb_to_y, ssim
 from .metrics import CATALOGUE, DEFAULT_METRICS, MetricUnavailable, build_metric
-from .niqe import niqe
+from .niqe_metric import niqe
 from .runner import EvalResult, EvalSettings, evaluate
 
 __all__ = [

@@ -68,12 +68,12 @@ def build_dists(device: str = "cpu") -> Any:
     _import("torchvision", "pip install torchvision (matching your torch build)")
     _torch_hub_file("vgg16-397923af.pth",
                     "python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"")
-    fn = _import("torchmetrics.functional.image.dists", "pip install 'torchmetrics>=1.7'")
+    mod = _import("torchmetrics.functional.image.dists", "pip install 'torchmetrics>=1.7'")
+    net = mod.DISTSNetwork().to(device).eval()  # built once; the functional API rebuilds it on every call
 
     def score(pred: np.ndarray, gt: np.ndarray) -> float:
         with torch.no_grad():
-            out = fn.deep_image_structure_and_texture_similarity(_to_tensor(pred, device), _to_tensor(gt, device))
-            return float(out.reshape(-1)[0].item())
+            return float(net(_to_tensor(pred, device), _to_tensor(gt, device)).reshape(-1)[0].item())
 
     return score
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import fidelity, learned
 from .learned import MetricUnavailable
-from .niqe import load_pristine, niqe
+from .niqe_metric import load_pristine, niqe
 
 __all__ = ["CATALOGUE", "DEFAULT_METRICS", "BoundMetric", "MetricInfo", "MetricUnavailable", "build_metric",
            "parse_metric_list"]
