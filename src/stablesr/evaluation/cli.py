@@ -66,6 +66,8 @@ def _settings(args: argparse.Namespace) -> EvalSettings:
         raise _UsageError(f"--crop-border must be >= 0, got {args.crop_border}")
     if args.report and Path(args.report).suffix.lower() not in (".html", ".htm", ".md"):
         raise _UsageError(f"--report {args.report}: must end in .html or .md")
+    if args.niqe_params and not Path(args.niqe_params).is_file():
+        raise _UsageError(f"--niqe-params {args.niqe_params}: no such file")
     for opt in ("gt", "lr"):
         folder = getattr(args, opt, None)
         if folder and not Path(folder).is_dir():

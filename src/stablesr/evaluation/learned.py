@@ -17,6 +17,10 @@ import numpy as np
 __all__ = ["MetricUnavailable", "build_dists", "build_fid", "build_lpips", "build_pyiqa"]
 
 
+# Part of the checkpoint file names pyiqa downloads for each metric (e.g. musiq_koniq_ckpt-*.pth).
+_PYIQA_WEIGHT_KEYS = {"musiq": "musiq", "maniqa": "maniqa", "clipiqa": "clip"}
+
+
 class MetricUnavailable(Exception):
     """A metric cannot run here; ``str()`` is the one-line reason including how to fetch what is missing."""
 
@@ -106,17 +110,38 @@ def build_fid(device: str = "cpu") -> FolderFID:
     return FolderFID(device)
 
 
+def _pyiqa_caches() -> list[Path]:
+    """Where pyiqa keeps checkpoints: torch hub's ``pyiqa/`` (older releases) or its Hugging Face weights repo."""
+    import torch
+
+    caches = [Path(torch.hub.get_dir()) / "pyiqa"]
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        caches.append(Path(HF_HUB_CACHE) / "models--chaofengc--IQA-PyTorch-Weights")
+    except ImportError:
+        pass
+    return caches
+
+
 def build_pyiqa(name: str, device: str = "cpu") -> Any:
     """A no-reference metric from pyiqa (opt-in, non-commercial licence); ``f(pred) -> float``."""
     import torch
 
     pyiqa = _import("pyiqa", "pip install pyiqa  (opt-in: its licence is non-commercial)")
+    fetch = f"python -c \"import pyiqa; pyiqa.create_metric('{name}')\""
+    caches = _pyiqa_caches()
+    key = _PYIQA_WEIGHT_KEYS.get(name, name)
+    if not any(key in f.name.lower() for c in caches if c.is_dir() for f in c.rglob("*")):
+        # Checked first so that pyiqa never tries to download during an evaluation.
+        raise MetricUnavailable(f"pyiqa weights for '{name}' are not in {' or '.join(map(str, caches))}; "
+                                f"fetch them once online with: {fetch}")
     try:
         metric = pyiqa.create_metric(name, device=torch.device(device), as_loss=False)
     except Exception as exc:  # noqa: BLE001 - any failure to fetch/load weights means "unavailable", with why
         raise MetricUnavailable(
             f"pyiqa could not load '{name}' ({type(exc).__name__}: {exc}); fetch its weights once online with: "
-            f"python -c \"import pyiqa; pyiqa.create_metric('{name}')\"") from None
+            f"{fetch}") from None
 
     def score(pred: np.ndarray) -> float:
         with torch.no_grad():
