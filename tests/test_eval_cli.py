@@ -144,3 +144,16 @@ def test_a_missing_prediction_is_a_failure_not_a_smaller_test_set(folders, capsy
     assert rc == 1
     assert [line for line in err.splitlines() if line.startswith("error: ")] == [
         f"error: {folders['gt'] / victim.name.replace('_x4', '')}: no prediction for this GT image in {folders['pred']}"]
+
+
+def test_every_metric_builds_or_says_why_not():
+    from stablesr.evaluation.metrics import CATALOGUE, MetricUnavailable, build_metric
+
+    for name in ("psnr", "psnr_y", "ssim", "ssim_y", "niqe"):
+        build_metric(name, crop_border=2)  # no weights needed: must always work
+    for name in set(CATALOGUE) - {"psnr", "psnr_y", "ssim", "ssim_y", "niqe"}:
+        try:
+            build_metric(name)
+        except MetricUnavailable as exc:
+            reason = str(exc)
+            assert "\n" not in reason and ("install" in reason or "fetch" in reason), reason

@@ -57,7 +57,9 @@ def bar_chart(title: str, labels: Sequence[str], series: dict[str, Sequence[floa
               width: int = 900, height: int = 300) -> Image.Image:
     """Grouped bars: one group per label (image), one bar per series (method). Missing values are left out."""
     vals = _finite([v for s in series.values() for v in s])
-    lo, hi = _range(vals + ([0.0] if vals and min(vals) > 0 and min(vals) < 0.5 * max(vals) else []))
+    lo, hi = _range(vals)
+    if vals and 0 <= min(vals) < 0.5 * max(vals):  # bars from zero when zero is close anyway
+        lo = 0.0
     img, d, (x0, y0, x1, y1) = _frame(width, height, title, lo, hi)
     n, k = max(1, len(labels)), max(1, len(series))
     group = (x1 - x0) / n
@@ -69,9 +71,12 @@ def bar_chart(title: str, labels: Sequence[str], series: dict[str, Sequence[floa
             bx = x0 + group * i + group * 0.1 + bar * s_idx
             by = y1 - (y1 - y0) * (v - lo) / (hi - lo)
             d.rectangle([bx, min(by, y1), bx + bar - 1, y1], fill=PALETTE[s_idx % len(PALETTE)])
-    step = max(1, math.ceil(n / 30))  # label at most ~30 groups so the text stays readable
+    font = _font(10)
+    shown = [lab[-8:] for lab in labels]
+    widest = max((font.getlength(lab) for lab in shown), default=0.0) + 6
+    step = max(1, math.ceil(widest / group))  # skip labels rather than let them overlap
     for i in range(0, n, step):
-        d.text((x0 + group * (i + 0.5), y1 + 4), labels[i][-8:], fill=_TEXT, font=_font(10), anchor="ma")
+        d.text((x0 + group * (i + 0.5), y1 + 4), shown[i], fill=_TEXT, font=font, anchor="ma")
     _legend(d, list(series), x1 - 150, 10)
     return img
 
