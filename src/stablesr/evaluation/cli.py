@@ -26,8 +26,9 @@ class _UsageError(Exception):
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
-                   help=f"comma-separated, or 'all'; from: {', '.join(CATALOGUE)} (default: %(default)s)")
+    p.add_argument("--metrics", default=None, metavar="LIST",
+                   help=f"comma-separated, or 'all'; from: {', '.join(CATALOGUE)} (default: {','.join(DEFAULT_METRICS)};"
+                        " without --gt only its no-reference ones)")
     p.add_argument("--crop-border", type=int, default=0, metavar="N",
                    help="pixels removed from each edge before every metric (BasicSR's crop_border; default 0)")
     p.add_argument("--resize-gt", action="store_true", help="resize GT (bicubic) to the prediction size instead of failing")
@@ -58,10 +59,13 @@ def register(subparsers: argparse._SubParsersAction, parents: Sequence[argparse.
 
 
 def _settings(args: argparse.Namespace) -> EvalSettings:
-    try:
-        metrics = parse_metric_list(args.metrics)
-    except ValueError as exc:
-        raise _UsageError(f"--metrics: {exc}") from None
+    if args.metrics is None:
+        metrics = [m for m in DEFAULT_METRICS if args.gt or CATALOGUE[m].kind == "nr"]
+    else:
+        try:
+            metrics = parse_metric_list(args.metrics)
+        except ValueError as exc:
+            raise _UsageError(f"--metrics: {exc}") from None
     if args.crop_border < 0:
         raise _UsageError(f"--crop-border must be >= 0, got {args.crop_border}")
     if args.report and Path(args.report).suffix.lower() not in (".html", ".htm", ".md"):
