@@ -61,8 +61,9 @@ def test_compare_puts_methods_side_by_side(folders, tmp_path, capsys):
         Image.open(f).resize((256, 256), Image.LANCZOS).save(lanczos / f.name)
     out = tmp_path / "cmp.json"
     rc = main(["compare", str(folders["pred"]), str(lanczos), "--gt", str(folders["gt"]), "--names", "bic,lan",
-               "--metrics", "psnr_y", "--json", str(out)])
+               "--metrics", "psnr_y", "--json", str(out), "--report", str(tmp_path / "cmp.md"), "--lr", str(folders["lr"])])
     assert rc == 0
+    assert "| bic |" in (tmp_path / "cmp.md").read_text() and (tmp_path / "cmp_files" / "crops.png").is_file()
     data = json.loads(out.read_text())
     assert data["methods"] == ["bic", "lan"]
     assert data["results"]["bic"]["mean"]["psnr_y"] != data["results"]["lan"]["mean"]["psnr_y"]
