@@ -54,6 +54,7 @@ def _driver():
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip(f"system Chromium not installed ({CHROMIUM}, {CHROMEDRIVER}); apt-get install chromium chromium-driver")
     os.environ.setdefault("SE_AVOID_STATS", "true")
+    pytest.importorskip("selenium", reason="selenium (dev extra) drives the system Chromium")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

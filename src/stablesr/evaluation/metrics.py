@@ -91,6 +91,10 @@ def build_metric(name: str, crop_border: int = 0, device: str = "cpu", niqe_para
         return BoundMetric(info, lambda p, g: fidelity.ssim(p, g, cb, y_channel=name.endswith("_y")))
     if name == "niqe":
         try:
+            import scipy.ndimage  # noqa: F401 - a core dependency; checked so a broken install reads clearly
+        except ImportError:
+            raise MetricUnavailable("needs scipy; install: pip install scipy") from None
+        try:
             model = load_pristine(niqe_params)
         except (OSError, ValueError, KeyError) as exc:
             raise MetricUnavailable(str(exc)) from None

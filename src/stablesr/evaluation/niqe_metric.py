@@ -25,8 +25,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import convolve
-from scipy.special import gamma
 
 from .fidelity import crop, rgb_to_y
 from .imresize import imresize
@@ -77,6 +75,8 @@ def load_pristine(path: str | os.PathLike[str] | None = None) -> PristineModel:
 
 @lru_cache(maxsize=1)
 def _ggd_ratio_table() -> tuple[np.ndarray, np.ndarray]:
+    from scipy.special import gamma
+
     # Shape parameters 0.2..10 in steps of 0.001 and the moment ratio Gamma(2/a)^2 / (Gamma(1/a) Gamma(3/a)).
     shapes = np.arange(0.2, 10.001, 0.001)
     inv = 1.0 / shapes
@@ -85,6 +85,8 @@ def _ggd_ratio_table() -> tuple[np.ndarray, np.ndarray]:
 
 def _aggd(values: np.ndarray) -> tuple[float, float, float]:
     """Shape and left/right scales of an asymmetric generalised Gaussian, by moment matching on the table."""
+    from scipy.special import gamma
+
     v = values.ravel()
     left = np.sqrt(np.mean(v[v < 0] ** 2))
     right = np.sqrt(np.mean(v[v > 0] ** 2))
@@ -98,6 +100,8 @@ def _aggd(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def _block_features(block: np.ndarray) -> list[float]:
+    from scipy.special import gamma
+
     a, bl, br = _aggd(block)
     feats = [a, (bl + br) / 2]
     for shift in _SHIFTS:
@@ -108,6 +112,8 @@ def _block_features(block: np.ndarray) -> list[float]:
 
 def niqe_of_y(y: np.ndarray, model: PristineModel | None = None) -> float:
     """NIQE of a 2-D luma image in ``[0, 255]`` (already cropped and rounded)."""
+    from scipy.ndimage import convolve
+
     model = model or load_pristine()
     h, w = y.shape
     nh, nw = h // BLOCK, w // BLOCK

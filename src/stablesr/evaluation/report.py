@@ -198,9 +198,13 @@ def _summary_line(results: Sequence[EvalResult]) -> str:
     return f"{n} image(s), crop border {results[0].crop_border}, methods: {', '.join(r.name for r in results)}"
 
 
+_PROTOCOL = ("BasicSR protocol: values in [0, 255]; Y = ITU-R BT.601 (16-235); SSIM with an 11x11 Gaussian "
+             "(sigma 1.5), valid windows, channel mean; NIQE on rounded Y, 96x96 blocks, MATLAB-style imresize")
+
+
 def _markdown(results: Sequence[EvalResult], images: dict[str, str], title: str) -> str:
     metrics = _metric_names(results)
-    lines = [f"# {title}", "", _summary_line(results), ""]
+    lines = [f"# {title}", "", _summary_line(results), "", f"_{_PROTOCOL}_", ""]
     heads = [f"{m} {'↑' if CATALOGUE[m].higher_is_better else '↓'}" for m in metrics]
     lines += ["| method | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(metrics)]
     for r in results:
@@ -221,7 +225,7 @@ def _markdown(results: Sequence[EvalResult], images: dict[str, str], title: str)
 
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222}
-h1{font-size:22px;margin-bottom:4px}.sub{color:#666;margin-top:0}table{border-collapse:collapse;margin:16px 0}
+h1{font-size:22px;margin-bottom:4px}.sub{color:#666;margin:0 0 4px}.small{font-size:12px}table{border-collapse:collapse;margin:16px 0}
 th,td{padding:6px 12px;border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child{text-align:left}
 th{background:#f5f5f7}td.best{font-weight:700;color:#0b6e2e}.charts{display:flex;flex-wrap:wrap;gap:12px}
 .charts img{border:1px solid #eee;max-width:100%}.crops img{max-width:100%;border:1px solid #eee}
@@ -243,7 +247,7 @@ def _html(results: Sequence[EvalResult], images: dict[str, str], title: str) -> 
             tds.append(f"<td class='{'best' if best else ''}'>{_fmt(v)}</td>")
         rows.append(f"<tr><td>{e(r.name)}</td>{''.join(tds)}</tr>")
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1><p class='sub'>{e(_summary_line(results))}</p>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1><p class='sub'>{e(_summary_line(results))}</p><p class='sub small'>{e(_PROTOCOL)}</p>",
              f"<table id='summary'><thead><tr><th>method</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"]
     if "crops" in images:
         parts.append(f"<h2>Crops</h2><div class='crops'><img id='crops' alt='crops' src='{images['crops']}'></div>")
