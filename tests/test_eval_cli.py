@@ -110,14 +110,17 @@ def test_usage_errors_are_one_line_with_exit_code_2(folders, capsys, argv, expec
 
 
 def test_stem_matching_tolerates_suffixes_and_reports_leftovers():
-    preds = [Path(p) for p in ("p/a_out.png", "p/b.png", "p/b_x4.png", "p/c_x4_out.png", "p/zzz.png")]
-    gts = [Path(g) for g in ("g/a.png", "g/b.jpg", "g/c.png", "g/d.png")]
+    preds = [Path(p) for p in ("p/a_out.png", "p/b.png", "p/b_x4.png", "p/c_x4_out.png", "p/e_out_x4.png",
+                               "p/zzz.png")]
+    gts = [Path(g) for g in ("g/a.png", "g/b.jpg", "g/c.png", "g/c.tif", "g/d.png", "g/e_out.png")]
     r = match_by_stem(preds, gts)
-    assert [(s, p.name) for s, p, _ in r.pairs] == [("a", "a_out.png"), ("b", "b.png"), ("c", "c_x4_out.png")]
-    assert r.suffixes == {"_out": 1, "_x4_out": 1}
+    assert [(s, p.name) for s, p, _ in r.pairs] == [("a", "a_out.png"), ("b", "b.png"), ("c", "c_x4_out.png"),
+                                                    ("e_out", "e_out_x4.png")]
+    assert r.suffixes == {"_out": 1, "_x4_out": 1, "_x4": 1}
     assert [p.name for p in r.missing_pred] == ["d.png"]
     assert [p.name for p in r.extra_pred] == ["zzz.png"]
     assert [p.name for p in r.duplicates] == ["b_x4.png"]
+    assert [p.name for p in r.duplicate_gt] == ["c.tif"]
 
 
 def test_no_reference_metrics_run_without_gt(folders):

@@ -8,8 +8,18 @@ from pathlib import Path
 
 __all__ = ["Pairing", "match_by_stem"]
 
-# "_out", "_sr", "_x4", "-x4", "_4x", "_stablesr", "_bicubic", ... possibly chained ("_x4_out").
-_SUFFIX = re.compile(r"(?:[_-](?:out|output|sr|SR|x\d+|\d+x|stablesr|bicubic|lanczos|restored|result))+$")
+# One upscaler suffix: "_out", "_sr", "_x4", "-x4", "_4x", "_stablesr", ...; they may be chained ("_x4_out").
+_SUFFIX = re.compile(r"[_-](?:out|output|sr|SR|x\d+|\d+x|stablesr|bicubic|lanczos|restored|result)$")
+
+
+def _strip_suffixes(stem: str, known: dict[str, Path]) -> tuple[str, str]:
+    """The longest known GT stem reachable by removing suffixes from the right, and what was removed."""
+    base = stem
+    while (m := _SUFFIX.search(base)) is not None:
+        base = base[: m.start()]
+        if base in known:
+            return base, stem[len(base):]
+    return stem, ""
 
 
 @dataclass
@@ -21,6 +31,7 @@ class Pairing:
     missing_pred: list[Path] = field(default_factory=list)  # GT files without a prediction
     extra_pred: list[Path] = field(default_factory=list)  # predictions without a GT
     duplicates: list[Path] = field(default_factory=list)  # second prediction claiming the same GT stem
+    duplicate_gt: list[Path] = field(default_factory=list)  # second GT file with a stem already seen
 
 
 def match_by_stem(preds: list[Path], gts: list[Path]) -> Pairing:
@@ -31,15 +42,18 @@ def match_by_stem(preds: list[Path], gts: list[Path]) -> Pairing:
         >>> r.pairs[0][0], r.suffixes
         ('cat', {'_x4': 1})
     """
-    gt_by_stem = {g.stem: g for g in gts}
-    chosen: dict[str, tuple[Path, str]] = {}
+    gt_by_stem: dict[str, Path] = {}
     out = Pairing()
+    for g in gts:
+        if g.stem in gt_by_stem:
+            out.duplicate_gt.append(g)
+        else:
+            gt_by_stem[g.stem] = g
+    chosen: dict[str, tuple[Path, str]] = {}
     for p in preds:
         stem, suffix = p.stem, ""
         if stem not in gt_by_stem:
-            m = _SUFFIX.search(stem)
-            if m and stem[: m.start()] in gt_by_stem:
-                stem, suffix = stem[: m.start()], m.group(0)
+            stem, suffix = _strip_suffixes(stem, gt_by_stem)
         if stem not in gt_by_stem:
             out.extra_pred.append(p)
             continue
@@ -53,7 +67,7 @@ def match_by_stem(preds: list[Path], gts: list[Path]) -> Pairing:
                 out.duplicates.append(p)
             continue
         chosen[stem] = (p, suffix)
-    for g in gts:
+    for g in gt_by_stem.values():
         if g.stem in chosen:
             p, suffix = chosen[g.stem]
             out.pairs.append((g.stem, p, g))

@@ -22,6 +22,9 @@ from .metrics import CATALOGUE, BoundMetric, MetricUnavailable, build_metric
 
 __all__ = ["EvalResult", "EvalSettings", "evaluate", "resize_to"]
 
+# What a metric may raise on one image (torch's errors, out-of-memory included, are RuntimeErrors).
+_METRIC_ERRORS = (ValueError, RuntimeError, MemoryError, OSError)
+
 
 @dataclass(frozen=True)
 class EvalSettings:
@@ -82,6 +85,7 @@ def _describe(pairing: Pairing) -> list[str]:
     notes = [f"prediction suffix '{s}' tolerated on {n} file(s)" for s, n in sorted(pairing.suffixes.items())]
     notes += [f"{p}: no GT image with this stem (skipped)" for p in pairing.extra_pred]
     notes += [f"{p}: another prediction has the same stem (skipped)" for p in pairing.duplicates]
+    notes += [f"{p}: another GT image has the same stem (skipped)" for p in pairing.duplicate_gt]
     return notes
 
 
@@ -150,19 +154,22 @@ def _run(result: EvalResult, bound: dict[str, BoundMetric], settings: EvalSettin
         for n in per_image_metrics:
             try:
                 row[n] = bound[n].score(pred, gt)  # type: ignore[misc]
-            except (ValueError, RuntimeError) as exc:
+            except _METRIC_ERRORS as exc:
                 row[n] = None
                 result.failures.append(f"{pred_path}: {n}: {exc}")
         for n, m in bound.items():
             if m.folder is not None:
-                m.folder.update(pred, gt)
+                try:
+                    m.folder.update(pred, gt)
+                except _METRIC_ERRORS as exc:
+                    result.failures.append(f"{pred_path}: {n}: {exc}")
         result.per_image[stem] = row
     for n in result.metrics:
         m = bound[n]
         if m.folder is not None:
             try:
                 result.mean[n] = m.folder.compute()
-            except (ValueError, RuntimeError) as exc:
+            except _METRIC_ERRORS as exc:
                 result.failures.append(f"{n}: {exc}")
             continue
         vals = [r[n] for r in result.per_image.values() if r.get(n) is not None]
