@@ -24,76 +24,70 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    DefaultsFormatter,
+    Parser,
+    add_device_flags,
+    add_model_flags,
+    normalise_flags,
+    number,
+    print_error,
+)
 from ..errors import StableSRError
+from ..runtime.console import one_line
 
 __all__ = ["DEFAULT_MAX_PIXELS", "main", "register", "run"]
 
 #: The page's default input limit: a shared server should refuse what would take hours.
 DEFAULT_MAX_PIXELS = 16_000_000
-EXIT_OK, EXIT_USAGE = 0, 2
 
 
-def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add the ``ui`` command to an argparse ``subparsers`` object (``set_defaults(func=run)``)."""
+def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    """Add the ``ui`` command to an argparse ``subparsers`` object (``set_defaults(func=run)``); returns its parser."""
     p = subparsers.add_parser(
-        "ui", parents=list(parents), help="upscale in the browser (web UI)",
+        "ui", parents=list(parents), help="upscale in the browser (web UI)", formatter_class=DefaultsFormatter,
         description="Serve a web page for upscaling images in the browser, with a before/after slider. "
                     "Needs the ui extra: pip install \"stablesr[ui]\".",
     )
     p.set_defaults(func=run)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
-    p.add_argument("--port", type=_int_in(1, 65535), default=7860, help="port (default: 7860)")
-    p.add_argument("--share", action="store_true", help="also create a public gradio.live link (off by default)")
-    p.add_argument("--max-pixels", type=_int_in(0), default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse input images with more pixels (0 = no limit; default: {DEFAULT_MAX_PIXELS:,})")
-    p.add_argument("--concurrency", type=_int_in(1), default=1,
-                   help="upscales running at once; further requests wait in the queue (default: 1)")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDRESS",
+                   help="address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=number(int, 1, 65535), default=7860, help="port")
+    p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
+    p.add_argument("--max-pixels", metavar="N", type=number(int, 0), default=DEFAULT_MAX_PIXELS,
+                   help="refuse input images with more pixels (0 = no limit)")
+    p.add_argument("--concurrency", metavar="N", type=number(int, 1), default=1,
+                   help="upscales running at once; further requests wait in the queue")
     model = p.add_argument_group("model (as for `stablesr upscale`)")
-    model.add_argument("--model", metavar="NAME", help="model preset (see `stablesr models`); default: turbo")
-    model.add_argument("--checkpoint", metavar="PATH", help="official .ckpt/.safetensors file, or a converted folder")
-    model.add_argument("--cfw-checkpoint", metavar="PATH", help="CFW autoencoder file (vqgan_cfw_00011.ckpt)")
-    model.add_argument("--config", metavar="PATH", help="official-style YAML/JSON model config")
-    model.add_argument("--prompt-embeds", metavar="PATH", help="precomputed prompt contexts (.safetensors)")
-    model.add_argument("--offline", action="store_true", help="never download; use the Hugging Face cache only")
-    model.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    model.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
-                       help="network precision (default: fp16 on CUDA, else fp32)")
-
-
-def _int_in(low: int, high: int | None = None) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be in {low}..{high}" if high else f"must be >= {low}")
-        return value
-
-    return parse
+    add_model_flags(model, model_help="model preset (see `stablesr models`); default: turbo, or the checkpoint's "
+                                      "own settings")
+    add_device_flags(model)
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Start the server and block until it is stopped; returns the exit code."""
-    from .backend import Backend, ModelChoice, check_choice
+    from ..cli.common import check_model_files, model_spec
+    from .backend import Backend, check_spec
 
     _keep_gradio_offline()
-    choice = ModelChoice(model=args.model, checkpoint=args.checkpoint, cfw_checkpoint=args.cfw_checkpoint,
-                         config=args.config, prompt_embeds=args.prompt_embeds, offline=args.offline,
-                         device=args.device, precision=args.precision)
+    check_model_files(args)  # a mistyped path, preset or device is a usage error, before anything starts
+    spec = model_spec(args)
+    check_spec(spec, args.device)
     max_pixels = args.max_pixels or None
     debug = bool(getattr(args, "debug", False))
-    check_choice(choice)  # a mistyped path or preset is a usage error, before anything starts
     backend, load_error = None, None
     _note("loading the model ...")
     try:
-        backend = Backend.load(choice, max_pixels=max_pixels, debug=debug)
+        backend = Backend.load(spec, device=args.device, precision=args.precision, max_pixels=max_pixels,
+                               debug=debug)
     except Exception as exc:  # the page says why, so a user without a terminal sees it too
         if debug:
             raise
-        load_error = " ".join(str(exc).split()) if isinstance(exc, StableSRError) else \
-            f"cannot load the model: {type(exc).__name__}: {exc}"
+        load_error = one_line(exc) if isinstance(exc, StableSRError) else \
+            f"cannot load the model: {type(exc).__name__}: {one_line(exc)}"
         _note(f"error: {load_error}")
     private = Path(tempfile.mkdtemp(prefix="stablesr-ui-"))  # mode 0700: only this user can read it
     os.environ["GRADIO_TEMP_DIR"] = str(private / "gradio")  # before gradio is imported: its cache lives here
@@ -165,20 +159,16 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise StableSRError(f"{message} (see `{self.prog} --help`)")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m stablesr.app ui ...``; returns the exit code (errors are one line, no traceback)."""
-    parser = _Parser(prog="stablesr", description="StableSR web UI.")
-    common = argparse.ArgumentParser(add_help=False)
+    parser = Parser(prog="stablesr", description="StableSR web UI.")
+    common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     register(sub, [common])
+    args = None
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(normalise_flags(list(sys.argv[1:] if argv is None else argv)))
         if getattr(args, "func", None) is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
@@ -186,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except StableSRError as exc:
-        if getattr(locals().get("args"), "debug", False):
+        if getattr(args, "debug", False):
             raise
-        _note(f"error: {' '.join(str(exc).split())}")
+        print_error(str(exc))
         return EXIT_USAGE

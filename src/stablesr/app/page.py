@@ -22,7 +22,16 @@ from typing import Any
 
 import gradio as gr
 
-from .backend import COLOR_FIXES, SAMPLERS, Backend, ModelDefaults, Result, Settings, describe_error, preset_defaults
+from .backend import (
+    COLOR_FIXES,
+    SAMPLERS,
+    Backend,
+    ModelDefaults,
+    Result,
+    UpscaleOptions,
+    describe_error,
+    preset_defaults,
+)
 
 __all__ = ["PageOptions", "build_demo"]
 
@@ -129,15 +138,16 @@ def _apply_preset(presets: dict[str, ModelDefaults], own: ModelDefaults) -> Call
 
 def _settings(scale: float, steps: float | None, fidelity: float | None, color_fix: str | None, sampler: str,
               seed: float | None, tile: float | None, tile_overlap: float | None, guidance: float, prompt: str,
-              negative_prompt: str | None) -> Settings:
-    """Page or API values -> :class:`Settings`; empty fields mean the model's default."""
+              negative_prompt: str | None) -> UpscaleOptions:
+    """Page or API values -> options (checked on construction); empty fields mean the model's default."""
     def as_int(v: float | str | None) -> int | None:
         return None if v is None or v == "" else int(v)
 
-    return Settings(scale=float(scale), steps=as_int(steps), fidelity=None if fidelity is None else float(fidelity),
-                    color_fix=color_fix or None, sampler=sampler or "ddpm", seed=as_int(seed) or 0,
-                    tile=as_int(tile), tile_overlap=as_int(tile_overlap), guidance_scale=float(guidance),
-                    prompt=prompt or "", negative_prompt=negative_prompt or None)
+    return UpscaleOptions(scale=float(scale), steps=as_int(steps),
+                          fidelity=None if fidelity is None else float(fidelity), color_fix=color_fix or None,
+                          sampler=sampler or "ddpm", seed=as_int(seed) or 0, tile_size=as_int(tile),
+                          tile_overlap=as_int(tile_overlap), guidance_scale=float(guidance), prompt=prompt or "",
+                          negative_prompt=negative_prompt or None)
 
 
 def _new_request_dir(options: PageOptions) -> Path:
@@ -165,14 +175,14 @@ def _check_ready(backend: Backend | None, load_error: str | None) -> Backend:
 def _run_batch(backend: Backend | None, options: PageOptions, load_error: str | None) -> Callable[..., tuple]:
     def run_batch(files: list[str] | None, scale: float, steps: float | None, fidelity: float, color_fix: str,
                   sampler: str, seed: float | None, tile: float | None, tile_overlap: float | None, guidance: float,
-                  prompt: str, negative_prompt: str, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+                  prompt: str, negative_prompt: str,
+                  progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008 - the step bars
         model = _check_ready(backend, load_error)
         if not files:
             raise gr.Error("Please upload one or more images first.", print_exception=False)
         try:
             settings = _settings(scale, steps, fidelity, color_fix, sampler, seed, tile, tile_overlap, guidance,
                                  prompt, negative_prompt)
-            settings.check()
         except Exception as exc:  # noqa: BLE001 - a bad setting is the user's to fix, not a traceback
             raise gr.Error(str(exc), print_exception=False) from None
         folder = _new_request_dir(options)
@@ -181,10 +191,9 @@ def _run_batch(backend: Backend | None, options: PageOptions, load_error: str | 
         failures: list[str] = []
         for k, path in enumerate(files):
             name = Path(path).name
-            on_step = _step_reporter(progress, name, k, len(files))
-            on_step(0, 1)
+            progress(k / len(files), desc=f"{name} ({k + 1}/{len(files)})")
             try:
-                results.append(model.upscale_file(Path(path), folder / str(k), settings, on_step))
+                results.append(model.upscale_file(Path(path), folder / str(k), settings))
             except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
                 failures.append(describe_error(exc, name))
         if not results:
@@ -200,14 +209,6 @@ def _run_batch(backend: Backend | None, options: PageOptions, load_error: str | 
         return pairs[0], gallery, [str(r.output) for r in results], "\n".join(lines), pairs
 
     return run_batch
-
-
-def _step_reporter(progress: gr.Progress, name: str, index: int, count: int) -> Callable[[int, int], None]:
-    def report(done: int, total: int) -> None:
-        fraction = (index + done / max(total, 1)) / count
-        progress(fraction, desc=f"{name} ({index + 1}/{count}): step {done}/{total}")
-
-    return report
 
 
 def _select_pair(pairs: list[tuple[str, str]], evt: gr.SelectData) -> tuple[str, str] | None:
@@ -240,7 +241,8 @@ def _add_api(backend: Backend | None, options: PageOptions, load_error: str | No
     def upscale(image: str | None, scale: float = 4.0, steps: int | None = None, fidelity: float | None = None,
                 color_fix: str | None = None, sampler: str = "ddpm", seed: int = 42, tile: int | None = None,
                 tile_overlap: int | None = None, guidance_scale: float = 1.0, prompt: str = "",
-                negative_prompt: str | None = None, progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
+                negative_prompt: str | None = None,
+                progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:  # noqa: B008 - the step bars
         """Upscale one image; returns the path of the lossless PNG (16-bit and alpha kept)."""
         model = _check_ready(backend, load_error)
         if not image:
@@ -248,8 +250,8 @@ def _add_api(backend: Backend | None, options: PageOptions, load_error: str | No
         try:
             settings = _settings(scale, steps, fidelity, color_fix, sampler, seed, tile, tile_overlap,
                                  guidance_scale, prompt, negative_prompt)
-            on_step = _step_reporter(progress, Path(image).name, 0, 1)
-            result = model.upscale_file(Path(image), _new_request_dir(options), settings, on_step)
+            progress(0, desc=Path(image).name)
+            result = model.upscale_file(Path(image), _new_request_dir(options), settings)
         except Exception as exc:  # noqa: BLE001 - the caller gets the one-line reason
             raise gr.Error(describe_error(exc, Path(image).name), print_exception=False) from None
         return str(result.output)
