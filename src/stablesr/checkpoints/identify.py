@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 from ..paths import stablesr_home
-from ..registry import PRESETS, HubFile, ModelPreset  # the one place the preset table is imported
+from ..presets import PRESETS, HubFile, ModelPreset  # the one place the preset table is imported
 
 __all__ = ["Identification", "StateDictInfo", "classify_state_dict", "hash_cache_file", "identify_file",
            "unknown_file_warning"]

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputImageError, StableSRError
-from ..io import IMAGE_EXTENSIONS, read_image
+from ..imageio.naming import IMAGE_EXTENSIONS
+from ..imageio.read import read_image
 
 __all__ = ["EvalImage", "InputImageError", "StableSRError", "list_images", "load_image"]
 
