@@ -9,7 +9,8 @@ quantisation by the Annex K tables scaled by quality, then the inverse. Two tabl
   not rounded to 8 bits, borders are zero-padded to a multiple of 16, chroma is upsampled by
   repetition, and the output is clipped but not rounded.
 * ``"libjpeg"``: what Pillow/OpenCV (libjpeg) encoders do: integer quality, integer tables
-  ``clip(floor((T * S + 50) / 100), 1, 255)``, 8-bit input and output, edge-replicated borders.
+  ``clip(floor((T * S + 50) / 100), 1, 255)``, 8-bit input and output, edge-replicated borders,
+  triangle ("fancy") chroma upsampling in the decoder.
 """
 
 from __future__ import annotations
@@ -80,6 +81,15 @@ def _code_plane(plane: torch.Tensor, steps: torch.Tensor, d: torch.Tensor) -> to
     return out.permute(0, 1, 3, 2, 4).reshape(b, h, w)
 
 
+def _fancy_upsample(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """libjpeg's triangle ("fancy") 2x chroma upsampling along ``dim``: 3/4 nearest + 1/4 next sample."""
+    n = x.shape[dim]
+    prev = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+    nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+    even, odd = 0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt
+    return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
+
+
 def jpeg_compress(
     x: torch.Tensor, quality: float | torch.Tensor | Sequence[float], *, style: str = "official"
 ) -> torch.Tensor:
@@ -113,7 +123,11 @@ def jpeg_compress(
     chroma = F.avg_pool2d(ycc[:, 1:], 2)  # 4:2:0, centred chroma (the +128 offset cancels in the DCT)
     cb = _code_plane(chroma[:, 0] + 128, chroma_steps, d) - 128
     cr = _code_plane(chroma[:, 1] + 128, chroma_steps, d) - 128
-    up = torch.stack([cb, cr], 1).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    chroma = torch.stack([cb, cr], 1)
+    if style == "libjpeg":
+        up = _fancy_upsample(_fancy_upsample(chroma, 2), 3)
+    else:
+        up = chroma.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
     to_rgb = torch.tensor(_TO_RGB, dtype=compute, device=x.device)
     rgb = torch.einsum("ij,bjhw->bihw", to_rgb, torch.cat([y.unsqueeze(1), up], 1))
     rgb = torch.clamp(rgb, 0, 255)
