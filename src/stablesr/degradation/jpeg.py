@@ -69,15 +69,23 @@ def _quant_tables(quality: torch.Tensor, style: str) -> tuple[torch.Tensor, torc
 
 
 def _code_plane(plane: torch.Tensor, steps: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """DCT, quantise/dequantise, inverse DCT of a ``(B, H, W)`` plane (H, W multiples of 8)."""
+    """DCT, quantise/dequantise, inverse DCT of a ``(B, H, W)`` plane (H, W multiples of 8).
+
+    The 2-D DCT of every block is one matrix product with ``kron(D, D)`` over flattened 8x8 blocks
+    (much faster than many tiny 8x8 products).
+    """
     b, h, w = plane.shape
-    blocks = (plane - 128).reshape(b, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
-    coef = d @ blocks @ d.T
-    st = steps.reshape(b, 1, 1, 8, 8)
+    blocks = (plane - 128).reshape(b, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4).reshape(b, -1, 64)
+    k = torch.kron(d, d)  # k[(u, v), (x, y)] = D[u, x] D[v, y]
+    coef = blocks @ k.T
+    st = steps.reshape(b, 1, 64)
     lossless = st <= 0  # quality 100 in the official scaling: nothing is quantised
-    safe = torch.where(lossless, torch.ones_like(st), st)
-    coef = torch.where(lossless, coef, torch.round(coef / safe) * safe)
-    out = d.T @ coef @ d + 128
+    if bool(lossless.any()):
+        safe = torch.where(lossless, torch.ones_like(st), st)
+        coef = torch.where(lossless, coef, torch.round(coef / safe) * safe)
+    else:
+        coef = torch.round(coef / st) * st
+    out = (coef @ k + 128).reshape(b, h // 8, w // 8, 8, 8)
     return out.permute(0, 1, 3, 2, 4).reshape(b, h, w)
 
 
@@ -121,9 +129,9 @@ def jpeg_compress(
     d = _dct_matrix(x.device, compute)
     y = _code_plane(ycc[:, 0], luma_steps, d)
     chroma = F.avg_pool2d(ycc[:, 1:], 2)  # 4:2:0, centred chroma (the +128 offset cancels in the DCT)
-    cb = _code_plane(chroma[:, 0] + 128, chroma_steps, d) - 128
-    cr = _code_plane(chroma[:, 1] + 128, chroma_steps, d) - 128
-    chroma = torch.stack([cb, cr], 1)
+    hc, wc = chroma.shape[-2:]
+    both = chroma.reshape(2 * b, hc, wc) + 128  # Cb and Cr of every image as one batch of planes
+    chroma = (_code_plane(both, chroma_steps.repeat_interleave(2, dim=0), d) - 128).reshape(b, 2, hc, wc)
     if style == "libjpeg":
         up = _fancy_upsample(_fancy_upsample(chroma, 2), 3)
     else:
