@@ -109,6 +109,10 @@ def test_usage_errors(hr_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_missing_input_folder_and_scale(tmp_path: Path, hr_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["make-testset", str(tmp_path / "nope"), str(tmp_path / "out"), "--quiet"]) == 2
     assert "not a directory" in capsys.readouterr().err
+    nested = tmp_path / "nest"
+    (nested / "gt").mkdir(parents=True)
+    assert main(["make-testset", str(nested / "gt"), str(nested), "--quiet"]) == 2  # would write into HR_DIR
+    assert "must differ from HR_DIR" in capsys.readouterr().err
     out = tmp_path / "x2"
     assert _run(hr_dir, out, "--scale", "2", "--degradation", "bicubic") == 0
     assert Image.open(out / "lr" / "bird_0.png").size == (64, 64)

@@ -32,6 +32,7 @@ from .ops import (
     add_poisson_noise,
     crop_image,
     filter2d,
+    random_crop,
     reflect101_pad,
     resize,
     sample_crop,
@@ -84,18 +85,3 @@ __all__ = [
     "usm_sharpen",
 ]
 
-
-def random_crop(images, size: int, generator, hflip: bool = True):  # type: ignore[no-untyped-def]
-    """Crop ``(B, C, H, W)`` images to ``size`` as the official dataset does (each image its own
-    flip and corner); returns the crops and the :class:`CropParams` used.
-
-    Example:
-        >>> crops, used = random_crop(torch.rand(2, 3, 100, 140), 64, torch.Generator().manual_seed(0))
-        >>> crops.shape, len(used)
-        (torch.Size([2, 3, 64, 64]), 2)
-    """
-    import torch
-
-    used = [sample_crop(generator, hflip) for _ in range(images.shape[0])]
-    crops = torch.cat([crop_image(images[i : i + 1], size, c) for i, c in enumerate(used)])
-    return crops, used

@@ -81,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.hr_dir.is_dir():
             raise StableSRError(f"{args.hr_dir}: not a directory")
-        if args.out_dir.resolve() == args.hr_dir.resolve():
-            raise StableSRError(f"{args.out_dir}: OUT_DIR must differ from HR_DIR")
+        hr, out = args.hr_dir.resolve(), args.out_dir.resolve()
+        if hr in (out, out / "gt", out / "lr"):
+            raise StableSRError(f"{args.out_dir}: OUT_DIR, OUT_DIR/gt and OUT_DIR/lr must differ from HR_DIR")
         preset = args.degradation
         cfg = DegradationConfig.from_yaml(args.config) if args.config else DegradationConfig.from_preset(preset)
         if args.config:

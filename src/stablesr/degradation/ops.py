@@ -20,6 +20,7 @@ __all__ = [
     "add_poisson_noise",
     "crop_image",
     "filter2d",
+    "random_crop",
     "reflect101_pad",
     "resize",
     "sample_crop",
@@ -222,3 +223,19 @@ def crop_image(x: torch.Tensor, size: int, params: CropParams) -> torch.Tensor:
     top = min(math.floor(params.top * (h - size + 1)), h - size)
     left = min(math.floor(params.left * (w - size + 1)), w - size)
     return x[..., top : top + size, left : left + size]
+
+
+def random_crop(
+    images: torch.Tensor, size: int, generator: torch.Generator, hflip: bool = True
+) -> tuple[torch.Tensor, list[CropParams]]:
+    """Crop ``(B, C, H, W)`` images to ``size`` as the official dataset does, each image with its own
+    flip and corner; returns the crops and the :class:`CropParams` used.
+
+    Example:
+        >>> crops, used = random_crop(torch.rand(2, 3, 100, 140), 64, torch.Generator().manual_seed(0))
+        >>> crops.shape, len(used)
+        (torch.Size([2, 3, 64, 64]), 2)
+    """
+    used = [sample_crop(generator, hflip) for _ in range(images.shape[0])]
+    crops = torch.cat([crop_image(images[i : i + 1], size, c) for i, c in enumerate(used)])
+    return crops, used
