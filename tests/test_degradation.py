@@ -428,3 +428,22 @@ def test_config_yaml_round_trip_and_errors(tmp_path: Path) -> None:
         DegradationConfig.from_dict({"stage2": {"jpeg_range": [90, 60]}})
     with pytest.raises(DegradationConfigError, match="unknown degradation preset"):
         DegradationConfig.from_preset("nope")
+
+
+@pytest.mark.slow
+def test_severity_statistics_stay_in_the_official_band(data_dir: Path) -> None:
+    """A guard on the whole pipeline: the mean PSNR of LR vs bicubic GT over real 512 crops
+    (26.5 dB, std 2.4 over 600 pairs, see benchmarks/degradation.py --stats) stays within 4 standard errors."""
+    photos = [load(p) for p in (data_dir / "hr" / "urban100").glob("*.png")]
+    photos += [load(p) for p in (data_dir / "hr" / "sun_hays80").glob("*.jpg")]
+    cfg = DegradationConfig.from_preset("realesrgan")
+    gen = torch.Generator().manual_seed(123)
+    values = []
+    for i in range(12):
+        crops, _ = random_crop(photos[i % len(photos)], 512, gen)
+        lr = degrade(crops, sample_params(cfg, 1, gen))
+        ref = torch.nn.functional.interpolate(crops, size=(128, 128), mode="bicubic", antialias=True).clamp(0, 1)
+        values.append(psnr(lr, ref))
+    mean = sum(values) / len(values)
+    assert 24.0 < mean < 29.0
+    assert max(values) - min(values) > 3  # the degradations vary from mild to severe
