@@ -178,12 +178,22 @@ def _flush(batch: list[_Pair], out_dir: Path, options: TestsetOptions, meta: dic
     if not batch:
         return
     device = torch.device(options.device)
-    gt = torch.cat([p.gt for p in batch if p.gt is not None]).to(device)
-    if options.usm:
-        gt = usm_sharpen(gt)
-    params = DegradationParams.concat([p.params for p in batch])
-    lr = degrade(gt, params)
-    gt = target_image(gt, params)
+    try:
+        gt = torch.cat([p.gt for p in batch if p.gt is not None]).to(device)
+        if options.usm:
+            gt = usm_sharpen(gt)
+        params = DegradationParams.concat([p.params for p in batch])
+        lr = degrade(gt, params)
+        gt = target_image(gt, params)
+    except (RuntimeError, ValueError) as exc:  # e.g. out of device memory: report, keep going
+        reason = " ".join(str(exc).split())[:200]
+        for p in batch:
+            report(f"{p.source}: pair {p.name} could not be degraded on {device} ({reason})")
+            tally.failed += 1
+            tally.failed_files.append(str(p.source))
+            p.gt = None
+            bar.update(1)
+        return
     for i, p in enumerate(batch):
         try:
             for folder, img in (("gt", gt[i]), ("lr", lr[i])):
