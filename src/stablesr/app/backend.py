@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import COLOR_FIXES, SAMPLERS, UpscaleOptions
-from ..errors import InputImageError, MissingWeightsError, StableSRError
+from ..errors import InputImageError, MissingWeightsError, StableSRError, UsageError
 from ..hub import ModelSpec
 
 if TYPE_CHECKING:
@@ -86,9 +86,16 @@ def describe_error(exc: BaseException, name: str) -> str:
 
 
 def check_spec(spec: ModelSpec, device: str | None = None) -> None:
-    """An unknown preset or device is refused before anything is loaded (file checks are the CLI's)."""
+    """Missing files, an unknown preset or device: :class:`UsageError`, before anything is loaded."""
     from ..runtime.device import resolve_device
 
+    if spec.config and not spec.checkpoint:
+        raise UsageError("--config describes a --checkpoint file; give --checkpoint too")
+    for flag in ("checkpoint", "cfw_checkpoint", "config", "prompt_embeds"):
+        value = getattr(spec, flag)
+        repo_id = flag == "checkpoint" and "/" in str(value) and not Path(str(value)).suffix  # owner/name on the hub
+        if value and not Path(value).exists() and not repo_id:
+            raise UsageError(f"--{flag.replace('_', '-')} {value}: no such file or folder")
     if spec.preset:
         from ..presets import resolve_preset
 
