@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from stablesr.app.backend import Backend, describe_error
-from stablesr.app.cli import DEFAULT_MAX_PIXELS, register, run
+from stablesr.cli.ui import DEFAULT_MAX_PIXELS, register, run
 from stablesr.config import UpscaleOptions
 from stablesr.errors import InputImageError
 from stablesr.hub import ModelSpec
@@ -72,7 +72,7 @@ def test_register_adds_the_ui_command_with_safe_defaults() -> None:
 
 
 def test_bad_flags_fail_in_one_line_without_importing_gradio(tmp_path: Path) -> None:
-    code = ("import sys; from stablesr.app.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from stablesr.cli import main; rc = main(sys.argv[1:]); "
             "print('gradio' in sys.modules, rc)")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), HF_HUB_OFFLINE="1")
     missing = tmp_path / "nope.ckpt"

@@ -75,7 +75,7 @@ def start_server(root: Path, flags: list[str]) -> Server:
     log = root / "server.log"
     env = server_env(root)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stablesr.app", "ui", "--host", "127.0.0.1", "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "stablesr", "ui", "--host", "127.0.0.1", "--port",
                                  str(port), *flags], stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(f"http://127.0.0.1:{port}/", proc, root / "tmp", log)
     deadline = time.monotonic() + START_TIMEOUT_S

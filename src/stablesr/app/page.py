@@ -1,6 +1,6 @@
 """The Gradio page of ``stablesr ui``: upload, settings, a before/after slider, a gallery, downloads.
 
-Only this module (and :mod:`stablesr.app.cli`, which imports it) imports gradio. Every model and
+Only this module (and the server, which imports it) imports gradio. Every model and
 file operation goes through :class:`~stablesr.app.backend.Backend`. Nothing is shared between
 visitors except the loaded model: each request writes into its own randomly named folder, and the
 results a visitor sees live in that visitor's session state.

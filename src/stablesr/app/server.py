@@ -2,7 +2,7 @@
 
 All temporary files (uploads, results, Gradio's cache) live in one private folder that is removed
 on exit. The server listens on 127.0.0.1 unless told otherwise, and warns when it listens on every
-interface. :mod:`stablesr.app.cli` is the command line around :func:`serve`.
+interface. :mod:`stablesr.cli.ui` is the command line around :func:`serve`.
 
 Example:
     >>> serve(ModelSpec(preset="turbo"), ServerOptions(port=7861))  # doctest: +SKIP
