@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -206,12 +207,16 @@ def train_sft(cfg: SFTTrainConfig, *, stop_after: int | None = None, parts: Stag
         step_loss = acc.gather(torch.stack(accum_losses).mean()[None]).mean().item()
         accum_losses.clear()
         result.losses.append(step_loss)
-        if cfg.log_with and (step % max(1, cfg.logging_steps) == 0 or step == 1):
+        if step % max(1, cfg.logging_steps) == 0 or step == 1:
             entry = {"train/loss": step_loss, "train/loss_vlb": logs["train/loss_vlb"].item(),
                      "lr": scheduler.get_last_lr()[0]}
             if grad_norm is not None:
                 entry["train/grad_norm"] = float(grad_norm)
-            acc.log(entry, step=step)
+            if cfg.log_with:
+                acc.log(entry, step=step)
+            if acc.is_main_process:
+                with open(out / "train_log.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step} | entry) + "\n")
         if cfg.checkpointing_steps > 0 and step % cfg.checkpointing_steps == 0:
             _checkpoint(acc, cfg, step, micro, scheduler, ema, pool)
         if val_pairs is not None and step % cfg.validation_steps == 0:

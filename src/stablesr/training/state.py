@@ -42,7 +42,9 @@ def make_accelerator(cfg: Any, *, with_tracker: bool = True):
             import tensorboard  # noqa: F401
         except ImportError:
             log_with = None
-    return Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    # several processes without GPUs (torchrun / accelerate launch on CPUs): DDP over gloo
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, cpu=multi_cpu,
                        mixed_precision=cfg.mixed_precision, log_with=log_with,
                        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
 
