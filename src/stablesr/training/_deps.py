@@ -14,7 +14,7 @@ from ..checkpoints.loading import load_state_dict
 from ..checkpoints.official_config import (
     LDMSpec, cfw_vae_config, infer_vae_ddconfig, official_cfw_config, official_ldm_config, read_config_file,
 )
-from ..denoiser import StableSRDenoiser
+from ..denoiser import StableSRDenoiser, TextConditioning
 from ..errors import CheckpointError, InputImageError, StableSRError
 from ..io import IMAGE_EXTENSIONS, read_image, write_image
 from ..models.cfw import FUSED_LEVELS, CFWAutoencoderKL
@@ -22,13 +22,13 @@ from ..models.sft import SFTAdapter, unet_resnet_paths
 from ..models.text import PromptEncoder
 from ..models.time_aware_encoder import TimeAwareEncoder
 from ..pipeline import PipelineConfig, StableSRPipeline
-from ..sampling import NoiseSource, sample_ddpm
+from ..sampling import NoiseSource, q_sample, sample_ddpm
 from ..schedules import DiffusionSchedule
 
 __all__ = [
     "CFWAutoencoderKL", "CheckpointError", "DiffusionSchedule", "ENCODER_PREFIX", "FIRST_STAGE_PREFIX",
     "FUSED_LEVELS", "IMAGE_EXTENSIONS", "InputImageError", "LDMSpec", "NoiseSource", "PipelineConfig",
-    "PromptEncoder", "SFTAdapter", "StableSRDenoiser", "StableSRError", "StableSRPipeline", "TEXT_PREFIX",
+    "PromptEncoder", "SFTAdapter", "StableSRDenoiser", "StableSRError", "StableSRPipeline", "TEXT_PREFIX", "TextConditioning", "q_sample",
     "TimeAwareEncoder", "UNET_PREFIX", "UNET_RESNET_RENAMES", "VAE_ATTENTION_RENAMES", "VAE_RESNET_RENAMES",
     "cfw_vae_config", "infer_vae_ddconfig", "instantiate", "load_cfw", "load_ldm", "load_state_dict",
     "official_cfw_config", "official_ldm_config", "read_config_file", "read_image", "sample_ddpm", "sft_config",

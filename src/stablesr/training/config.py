@@ -144,6 +144,7 @@ class CFWTrainConfig(RunConfig):
 
     base: str = ""  # official CFW checkpoint, or a VAE to start from (an SD / StableSR .ckpt, a diffusers folder)
     cfw_config: str | None = None
+    pipeline: str | None = None  # a stage-1 model folder: also write OUT/model decoding with the trained CFW
     fusion_w: float = 1.0
     data: CFWDataConfig = field(default_factory=CFWDataConfig)
     loss: CFWLossConfig = field(default_factory=CFWLossConfig)
