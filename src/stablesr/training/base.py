@@ -17,8 +17,20 @@ import torch
 from torch import nn
 
 from ._deps import (
-    ENCODER_PREFIX, TEXT_PREFIX, CFWAutoencoderKL, CheckpointError, LDMSpec, PromptEncoder, SFTAdapter,
-    TimeAwareEncoder, instantiate, load_ldm, load_state_dict, official_ldm_config, read_config_file, sft_config,
+    ENCODER_PREFIX,
+    TEXT_PREFIX,
+    CFWAutoencoderKL,
+    CheckpointError,
+    LDMSpec,
+    PromptEncoder,
+    SFTAdapter,
+    TimeAwareEncoder,
+    instantiate,
+    load_ldm,
+    load_state_dict,
+    official_ldm_config,
+    read_config_file,
+    sft_config,
     split_ldm,
 )
 from .config import ModelConfig
@@ -45,7 +57,7 @@ def official_encoder_init(encoder: TimeAwareEncoder) -> TimeAwareEncoder:
     """Zero every ResBlock's last conv and every attention ``proj_out`` (guided-diffusion ``zero_module``)."""
     with torch.no_grad():
         for name, module in encoder.named_modules():
-            if name.endswith("out_layers.3") or name.endswith("proj_out"):
+            if name.endswith(("out_layers.3", "proj_out")):
                 for p in module.parameters():
                     p.zero_()
     return encoder
@@ -134,7 +146,7 @@ def _from_diffusers(cfg: ModelConfig) -> Stage1Parts:
     if not cfg.prompt_embeds:
         from transformers import CLIPTextModel
 
-        text = lambda: CLIPTextModel.from_pretrained(base, subfolder="text_encoder", revision=rev)  # noqa: E731
+        text = lambda: CLIPTextModel.from_pretrained(base, subfolder="text_encoder", revision=rev)
     unet, vae = unet.eval().requires_grad_(False), vae.eval().requires_grad_(False)
     sft, enc = fresh_stablesr_modules(unet, spec)
     return Stage1Parts(spec, unet, sft, enc, vae, _context(cfg, text), "diffusers")

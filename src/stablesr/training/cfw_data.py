@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from ._deps import (
-    DiffusionSchedule, NoiseSource, StableSRDenoiser, StableSRPipeline, TextConditioning, q_sample, sample_ddpm,
+    DiffusionSchedule,
+    NoiseSource,
+    StableSRDenoiser,
+    StableSRPipeline,
+    TextConditioning,
+    q_sample,
+    sample_ddpm,
     write_image,
 )
 from .config import MakeCFWDataConfig
@@ -89,9 +95,9 @@ def _png(path: Path, chw: torch.Tensor) -> None:
 @torch.no_grad()
 def make_cfw_data(cfg: MakeCFWDataConfig, *, rank: int | None = None, world: int | None = None) -> DataReport:
     """Generate (or complete) this process's share of the CFW training pairs."""
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
-    dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
+    dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.output_dir)
     for d in SUBDIRS:
         (out / d).mkdir(parents=True, exist_ok=True)
@@ -126,7 +132,7 @@ def make_cfw_data(cfg: MakeCFWDataConfig, *, rank: int | None = None, world: int
                                   scale)
             noise = RowNoise([generator(cfg.seed, DIFFUSION, k) for k in ks])
             x_t = q_sample(z_lr, 999, noise.draw(z_lr.shape, like=z_lr), base)
-            latent = sample_ddpm(lambda x, t: denoiser(x, t, z_lr, text), x_t, sched, param, noise).float()
+            latent = sample_ddpm(lambda x, t, z=z_lr: denoiser(x, t, z, text), x_t, sched, param, noise).float()
             sample = vae.decode_fused(latent / scale).float()
         for i, k in enumerate(ks):
             if torch.isnan(latent[i]).any() or torch.isnan(sample[i]).any():

@@ -17,9 +17,21 @@ import torch
 from torch import nn
 
 from ._deps import (
-    ENCODER_PREFIX, FIRST_STAGE_PREFIX, UNET_PREFIX, UNET_RESNET_RENAMES, VAE_ATTENTION_RENAMES, VAE_RESNET_RENAMES,
-    CFWAutoencoderKL, CheckpointError, LDMSpec, PipelineConfig, PromptEncoder, StableSRPipeline, split_ldm,
-    unet_block_table, vae_block_table,
+    ENCODER_PREFIX,
+    FIRST_STAGE_PREFIX,
+    UNET_PREFIX,
+    UNET_RESNET_RENAMES,
+    VAE_ATTENTION_RENAMES,
+    VAE_RESNET_RENAMES,
+    CFWAutoencoderKL,
+    CheckpointError,
+    LDMSpec,
+    PipelineConfig,
+    PromptEncoder,
+    StableSRPipeline,
+    split_ldm,
+    unet_block_table,
+    vae_block_table,
 )
 
 
