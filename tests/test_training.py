@@ -298,3 +298,49 @@ def test_webdataset_shards_stream_split_and_resume(tiny_weights, data_dir, tmp_p
     result = train_sft(tiny_run(tiny_weights, data_dir, tmp_path / "run", max_steps=2, export_official=False,
                                 **{"data.shards": [pattern], "data.train_dirs": []}))
     assert result.global_step == 2 and (result.model_dir / "model_index.json").is_file()
+
+
+def test_example_configs_parse():
+    from stablesr.training.config import CFWTrainConfig, MakeCFWDataConfig
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    kinds = {"train_cfw": CFWTrainConfig, "make_cfw_data": MakeCFWDataConfig}
+    files = sorted(examples.glob("*.yaml"))
+    assert len(files) >= 7
+    for f in files:
+        load_config(kinds.get(f.stem, SFTTrainConfig), f)
+
+
+@pytest.mark.slow
+def test_readme_commands_with_a_real_kill_and_resume(data_dir, tmp_path):
+    """The README flow: train the tiny example, SIGKILL it after its first checkpoint, resume with
+    ``--resume-from-checkpoint latest``, then upscale a real image with the CLI from OUT/model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    out = tmp_path / "OUT"
+    cmd = [sys.executable, "-m", "stablesr.training", "train", "sft", "--config", "examples/train_tiny.yaml",
+           "--output-dir", str(out), "--validation-steps", "0"]
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "checkpoint-20").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model").exists(), "the run finished before it could be interrupted"
+    done = subprocess.run([*cmd, "--resume-from-checkpoint", "latest"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 40 and 25 in steps
+    res = subprocess.run([sys.executable, "-m", "stablesr", "upscale", str(data_dir / "real_lr" / "0030.jpg"), "-o",
+                          str(tmp_path / "RESULTS"), "--checkpoint", str(out / "model"), "--steps", "2", "-s", "0.6",
+                          "--device", "cpu", "-q"], cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "RESULTS" / "0030.png").is_file()
