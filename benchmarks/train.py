@@ -50,8 +50,8 @@ def build(full: bool, device: str):
 def run_one(full: bool, batch: int, size: int, checkpointing: bool, steps: int, mixed: str) -> dict:
     import torch
 
-    from stablesr.training.sft import Stage1Model, _optimizer, prepare_parts
     from stablesr.training.config import SFTTrainConfig
+    from stablesr.training.sft import Stage1Model, _optimizer, prepare_parts
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     parts = build(full, device)
