@@ -186,8 +186,8 @@ def test_trained_weights_load_in_the_pipeline_and_the_cli(tiny_weights, data_dir
     trained = load_file(str(result.model_dir / "time_aware_encoder" / "diffusion_pytorch_model.safetensors"))
     start = load_stage1(model_cfg(tiny_weights)).encoder.state_dict()
     assert any(not torch.equal(trained[k], start[k]) for k in start)  # the weights did move
-    pipe = StableSRPipeline.from_single_file(result.official_ckpt, config=tiny_weights["config"],
-                                             prompt_embeds=tiny_weights["prompt_embeds"])
+    pipe = StableSRPipeline.from_single_file(result.official_ckpt, config=result.official_ckpt.with_suffix(".yaml"),
+                                             prompt_embeds=result.official_ckpt.with_suffix(".prompt_embeds.safetensors"))
     assert all(torch.equal(v, trained[k]) for k, v in pipe.time_aware_encoder.state_dict().items())
     folder = StableSRPipeline.from_pretrained(result.model_dir)
     assert all(torch.equal(a, b) for a, b in zip(folder.sft_adapter.state_dict().values(),

@@ -140,3 +140,25 @@ def save_stage1_pipeline(parts, directory: str | Path, *, cfw: CFWAutoencoderKL 
                             struct_vae=parts.vae if cfw is not None else None,
                             prompt_encoder=PromptEncoder({"": parts.context.detach().cpu()}), config=config)
     return pipe.save_pretrained(directory)
+
+
+def save_official_companions(parts, source_config: str | None, ckpt: Path) -> tuple[Path, Path]:
+    """Next to ``X.ckpt``: ``X.yaml`` (official-style model config: architecture, prediction type, size) and
+    ``X.prompt_embeds.safetensors`` (the empty-prompt context), which ``from_single_file`` / the CLI take as
+    ``--config`` and ``--prompt-embeds`` (the weights alone tell neither)."""
+    import yaml
+
+    from ._deps import official_ldm_config, read_config_file
+
+    spec = parts.spec
+    model = read_config_file(source_config) if source_config else official_ldm_config(spec.image_size,
+                                                                                       spec.parameterization)
+    model["params"]["parameterization"] = spec.parameterization
+    model["params"]["image_size"] = spec.image_size
+    config = ckpt.with_suffix(".yaml")
+    tmp = config.with_name(f".{config.name}.tmp")
+    tmp.write_text(yaml.safe_dump({"model": model}, sort_keys=False))
+    os.replace(tmp, config)
+    embeds = ckpt.with_suffix(".prompt_embeds.safetensors")
+    PromptEncoder({"": parts.context.detach().cpu()}).save(embeds)
+    return config, embeds

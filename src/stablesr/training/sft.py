@@ -278,7 +278,7 @@ def _export(acc, cfg, parts, ema, params) -> tuple[Path | None, Path | None]:
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return None, None
-    from .export import official_state_dict, save_official_ckpt, save_stage1_pipeline
+    from .export import official_state_dict, save_official_ckpt, save_official_companions, save_stage1_pipeline
 
     out = Path(cfg.output_dir)
     cfw = None
@@ -292,4 +292,5 @@ def _export(acc, cfg, parts, ema, params) -> tuple[Path | None, Path | None]:
         if cfg.export_official:
             sd = official_state_dict(parts.unet, parts.sft, parts.encoder, parts.vae, parts.spec, parts.text_official)
             official = save_official_ckpt(sd, out / OFFICIAL_FILE)
+            save_official_companions(parts, cfg.model.config, out / OFFICIAL_FILE)
     return model_dir, official
