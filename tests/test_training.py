@@ -344,3 +344,20 @@ def test_readme_commands_with_a_real_kill_and_resume(data_dir, tmp_path):
                          check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "RESULTS" / "0030.png").is_file()
+
+
+def test_bad_inputs_give_one_line_errors(tiny_weights, data_dir, tmp_path, capsys):
+    from stablesr.training.cli import main
+    from stablesr.training.data import ImageFolderGT
+
+    rc = main(["train", "sft", "--model.base", str(tmp_path / "missing.ckpt"), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "missing.ckpt" in err and "\n" not in err
+    bad = tmp_path / "imgs"
+    bad.mkdir()
+    (bad / "a_broken.png").write_bytes(b"not an image")
+    (bad / "b.png").write_bytes((data_dir / "hr" / "set5" / "bird.png").read_bytes())
+    ds = ImageFolderGT(sorted(bad.iterdir()), 32, 0)
+    items = [ds[g] for g in range(4)]
+    assert all(i["gt"].shape == (3, 32, 32) for i in items)
+    assert any("a_broken.png" in s for i in items for s in i["skipped"])  # reported, and training went on

@@ -108,3 +108,22 @@ def test_patch_discriminator_matches_the_official_layout():
     assert {"main.0.weight", "main.0.bias", "main.2.weight", "main.3.running_mean", "main.11.weight",
             "main.11.bias"} <= names
     assert d(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 6, 6)
+
+
+@pytest.mark.slow
+def test_stage2_resume_is_bit_identical(cfw_data, tiny_weights, tmp_path):
+    out, _, _ = cfw_data
+
+    def cfg(name, **kw):
+        return load_config(CFWTrainConfig, None, {
+            "base": str(tiny_weights["cfw"]), "output_dir": str(tmp_path / name), "data.root": str(out),
+            "data.num_workers": 0, "loss.allow_random_lpips": True, "loss.disc_start": 2, "max_steps": 4,
+            "gradient_accumulation_steps": 2, "log_with": None, "checkpointing_steps": 2, "optim.lr": 1e-3} | kw)
+
+    full = train_cfw(cfg("full"))
+    assert train_cfw(cfg("cut"), stop_after=3).model_dir is None
+    resumed = train_cfw(cfg("cut", resume_from_checkpoint="latest"))
+    a = load_file(str(full.model_dir / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(resumed.model_dir / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.losses == full.losses[2:]

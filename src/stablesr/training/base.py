@@ -96,10 +96,15 @@ def load_stage1(cfg: ModelConfig) -> Stage1Parts:
     """Build the stage-1 networks from ``cfg.base`` (file -> official layout; folder / repo id -> diffusers)."""
     if not cfg.base:
         raise CheckpointError("model.base is empty: give a StableSR or SD-2.x checkpoint, folder or hub id")
-    path = Path(cfg.base)
+    path = Path(cfg.base).expanduser()
     if path.is_file():
         return _from_official_file(cfg, path)
+    if not path.is_dir() and (cfg.base.startswith((".", "/", "~")) or path.suffix in _WEIGHT_SUFFIXES):
+        raise CheckpointError(f"{cfg.base}: model.base not found (no such file or folder)")
     return _from_diffusers(cfg)
+
+
+_WEIGHT_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
 
 
 def _from_official_file(cfg: ModelConfig, path: Path) -> Stage1Parts:

@@ -126,8 +126,8 @@ def train_cfw(cfg: CFWTrainConfig, *, stop_after: int | None = None) -> CFWResul
     dev = acc.device
     vae = load_cfw_base(cfg.base, cfg.cfw_config).to(dev).eval().requires_grad_(False)
     vae.fusion_layers.train().requires_grad_(True)
+    torch.manual_seed(cfg.seed)  # the discriminator's N(0, 0.02) init (and a test-mode random VGG)
     lpips = LPIPS(cfg.loss.vgg_weights, cfg.loss.lpips_weights, allow_random=cfg.loss.allow_random_lpips).to(dev)
-    torch.manual_seed(cfg.seed)  # the discriminator's N(0, 0.02) init
     disc = PatchDiscriminator(channels=cfg.loss.disc_channels, layers=cfg.loss.disc_layers).to(dev)
     gen_model, disc_model = FusionModel(vae, cfg.fusion_w), DiscriminatorLoss(disc)
     o = cfg.optim
