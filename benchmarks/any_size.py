@@ -40,11 +40,12 @@ def build_full(device: str, dtype):
 
     from stablesr.checkpoints.convert import sft_config
     from stablesr.checkpoints.official_config import LDMSpec, cfw_vae_config, official_cfw_config, official_ldm_config
+    from stablesr.config import ModelConfig
     from stablesr.models.cfw import CFWAutoencoderKL
     from stablesr.models.sft import SFTAdapter
     from stablesr.models.text import PromptEncoder
     from stablesr.models.time_aware_encoder import TimeAwareEncoder
-    from stablesr.pipeline import PipelineConfig, StableSRPipeline
+    from stablesr.pipeline import StableSRPipeline
 
     spec = LDMSpec.from_official(official_ldm_config(512, "eps"))
     with torch.device(device):
@@ -55,7 +56,7 @@ def build_full(device: str, dtype):
     for m in (unet, sft, enc, vae):
         m.eval().requires_grad_(False)
     pipe = StableSRPipeline(unet, sft, enc, vae, prompt_encoder=PromptEncoder({"": torch.randn(77, 1024)}),
-                            config=PipelineConfig(sample_size=512))
+                            config=ModelConfig(sample_size=512))
     return pipe.to(device, dtype)
 
 
@@ -131,7 +132,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", "--size", str(size), "--tile-batch", str(tb), "--steps",
                    str(args.steps), "--device", args.device, "--precision", args.precision, "--vae-tile",
                    str(args.vae_tile)] + (["--full-size"] if args.full_size else [])
-            res = subprocess.run(cmd, capture_output=True, text=True)
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 print(f"{size}px tile batch {tb}: failed: {res.stderr.strip().splitlines()[-1:]}")
                 continue

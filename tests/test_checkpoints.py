@@ -20,7 +20,12 @@ from stablesr.checkpoints.convert import LDMParts, load_cfw, load_ldm, text_enco
 from stablesr.checkpoints.keymap import split_cfw_state_dict, vae_block_table
 from stablesr.checkpoints.loading import load_state_dict
 from stablesr.checkpoints.official_config import (
-    SD2_TEXT_ENCODER_CONFIG, LDMSpec, cfw_vae_config, official_cfw_config, official_ldm_config, read_config_file,
+    SD2_TEXT_ENCODER_CONFIG,
+    LDMSpec,
+    cfw_vae_config,
+    official_cfw_config,
+    official_ldm_config,
+    read_config_file,
 )
 from stablesr.errors import CheckpointError
 

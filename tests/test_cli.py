@@ -21,7 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stablesr.cli import DistInfo, _normalise_flags, main, plan_jobs, upscale_alpha
+from stablesr.cli import main
+from stablesr.cli.common import normalise_flags
+from stablesr.imageio.naming import plan_jobs
+from stablesr.imaging.alpha import upscale_alpha
+from stablesr.runtime.distributed import DistInfo
 
 SUMMARY = re.compile(r"^done (\d+), skipped (\d+), failed (\d+) in [\d.]+ s", re.MULTILINE)
 
@@ -348,7 +352,7 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path:
 
 def test_underscore_flags_are_normalised() -> None:
     argv = ["--tile_overlap", "8", "--prompt_embeds=a_b.safetensors", "in_1.png", "--", "--keep_me"]
-    assert _normalise_flags(argv) == ["--tile-overlap", "8", "--prompt-embeds=a_b.safetensors", "in_1.png", "--",
+    assert normalise_flags(argv) == ["--tile-overlap", "8", "--prompt-embeds=a_b.safetensors", "in_1.png", "--",
                                       "--keep_me"]
 
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from stablesr import golden
+from stablesr.testing import golden
 
 
 def test_every_golden_case_passes(golden_dir):
@@ -23,7 +23,7 @@ def test_every_golden_case_passes(golden_dir):
 
 def test_module_entry_point_reports_and_exit_code(golden_dir, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "stablesr.golden", str(golden_dir), "-k", "colorfix"],
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=300, check=False)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip().splitlines()[-1] == "2 passed, 0 failed"
 
@@ -40,6 +40,6 @@ def test_module_entry_point_reports_and_exit_code(golden_dir, tmp_path):
     case.chmod(0o644)
     save_file(tensors, str(case))
     res = subprocess.run([sys.executable, "-m", "stablesr.golden", str(bad), "-k", "g_colorfix"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 1
     assert "FAIL g_colorfix" in res.stdout and res.stdout.strip().endswith("0 passed, 1 failed")

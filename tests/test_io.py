@@ -1,4 +1,4 @@
-"""Tests for stablesr.io: reading, writing, naming and tensor helpers (offline, a few seconds)."""
+"""Tests for stablesr.imageio: reading, writing and naming image files (offline, a few seconds)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageCms, ImageOps
 
-from stablesr import io as sio
 from stablesr.errors import InputImageError, StableSRError
+from stablesr.imageio import naming, read, write
 
 SHARED = Path(os.environ.get("STABLESR_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 REAL_LR = SHARED / "data" / "real_lr"
@@ -72,11 +72,11 @@ def _exif_chunk(orientation: int) -> bytes:
 
 
 def test_reads_rgb_png_and_jpeg(real_lr: Path) -> None:
-    png = sio.read_image(real_lr / "00003.png")
+    png = read.read_image(real_lr / "00003.png")
     assert png.rgb.shape == (256, 512, 3) and png.rgb.dtype == np.float32
     assert png.alpha is None and not png.is_grey and png.bit_depth == 8 and png.format == "PNG"
     assert png.path == real_lr / "00003.png"
-    jpg = sio.read_image(str(real_lr / "0030.jpg"))
+    jpg = read.read_image(str(real_lr / "0030.jpg"))
     assert jpg.rgb.shape == (220, 220, 3) and jpg.format == "JPEG"
     for img in (png, jpg):
         assert 0.0 <= img.rgb.min() and img.rgb.max() <= 1.0 and img.rgb.flags.c_contiguous
@@ -85,46 +85,46 @@ def test_reads_rgb_png_and_jpeg(real_lr: Path) -> None:
 
 @pytest.mark.parametrize(("name", "ext"), [("00017_gray.png", "png"), ("wolf_gray.jpg", "jpg")])
 def test_grey_stays_grey(real_lr: Path, tmp_path: Path, name: str, ext: str) -> None:
-    img = sio.read_image(real_lr / name)
+    img = read.read_image(real_lr / name)
     assert img.is_grey and img.rgb.shape[2] == 3
     assert np.array_equal(img.rgb[..., 0], img.rgb[..., 1]) and np.array_equal(img.rgb[..., 0], img.rgb[..., 2])
-    out = sio.write_image(tmp_path / f"out.{ext}", img.rgb, is_grey=True, icc_profile=img.icc_profile)
+    out = write.write_image(tmp_path / f"out.{ext}", img.rgb, is_grey=True, icc_profile=img.icc_profile)
     with Image.open(out) as written:
         assert written.mode == "L"
         assert written.info.get("icc_profile") == img.icc_profile  # wolf_gray.jpg has a GRAY profile
-    again = sio.read_image(out)
+    again = read.read_image(out)
     assert again.is_grey
     tolerance = 0.5 / 255 + 1e-6 if ext == "png" else 0.05
     assert np.abs(again.rgb - img.rgb).max() <= tolerance
 
 
 def test_rgba_alpha_split_and_round_trip(real_lr: Path, tmp_path: Path) -> None:
-    img = sio.read_image(real_lr / "children-alpha.png")
+    img = read.read_image(real_lr / "children-alpha.png")
     assert img.alpha is not None and img.alpha.shape == img.rgb.shape[:2] and img.alpha.dtype == np.float32
     assert img.alpha.min() < 0.5 < img.alpha.max()
     with Image.open(real_lr / "children-alpha.png") as ref:
         expected = np.asarray(ref.convert("RGBA"), dtype=np.float32) / 255
     np.testing.assert_array_equal(img.rgb, expected[..., :3])
     np.testing.assert_array_equal(img.alpha, expected[..., 3])
-    out = sio.write_image(tmp_path / "children.png", img.rgb, alpha=img.alpha)
+    out = write.write_image(tmp_path / "children.png", img.rgb, alpha=img.alpha)
     with Image.open(out) as written:
         assert written.mode == "RGBA"
-    again = sio.read_image(out)
+    again = read.read_image(out)
     np.testing.assert_array_equal(again.alpha, img.alpha)
     np.testing.assert_array_equal(again.rgb, img.rgb)
 
 
 def test_16bit_rgba_keeps_precision_and_round_trips(real_lr: Path, tmp_path: Path) -> None:
-    img = sio.read_image(real_lr / "tree_alpha_16bit.png")
+    img = read.read_image(real_lr / "tree_alpha_16bit.png")
     assert img.bit_depth == 16 and not img.is_grey and img.alpha is not None
     assert img.rgb.shape == (256, 342, 3) and img.icc_profile is not None
     steps = img.rgb * 255
     assert np.mean(np.abs(steps - np.rint(steps)) > 1e-3) > 0.5  # not quantised to 8 bit
-    out = sio.write_image(tmp_path / "tree.png", img.rgb, alpha=img.alpha, bit_depth=16, icc_profile=img.icc_profile)
+    out = write.write_image(tmp_path / "tree.png", img.rgb, alpha=img.alpha, bit_depth=16, icc_profile=img.icc_profile)
     with Image.open(out) as written:
         assert written.tile[0][3] == "RGBA;16B"  # a real 16-bit RGBA PNG
         assert written.info.get("icc_profile") == img.icc_profile
-    again = sio.read_image(out)
+    again = read.read_image(out)
     assert again.bit_depth == 16 and again.icc_profile == img.icc_profile
     assert np.abs(again.rgb - img.rgb).max() <= 1 / 65535
     assert np.abs(again.alpha - img.alpha).max() <= 1 / 65535
@@ -136,7 +136,7 @@ def test_16bit_png_decoded_exactly(tmp_path: Path, colour_type: int) -> None:
     samples = np.random.default_rng(colour_type).integers(0, 65536, (5, 7, channels), dtype=np.uint16)
     path = tmp_path / "deep.png"
     path.write_bytes(_png16(samples, colour_type))
-    img = sio.read_image(path)
+    img = read.read_image(path)
     assert img.bit_depth == 16 and img.is_grey == (colour_type == 4)
     colour = samples[..., :1].repeat(3, axis=2) if colour_type == 4 else samples[..., :3]
     np.testing.assert_allclose(img.rgb * 65535, colour, atol=1e-2)
@@ -151,14 +151,14 @@ def test_16bit_grey_and_colour_round_trip(tmp_path: Path, ext: str) -> None:
     rng = np.random.default_rng(3)
     grey = rng.integers(0, 65536, (6, 9)).astype(np.float32) / 65535
     rgb = rng.integers(0, 65536, (6, 9, 3)).astype(np.float32) / 65535
-    out = sio.write_image(tmp_path / f"grey.{ext}", grey, is_grey=True, bit_depth=16)
+    out = write.write_image(tmp_path / f"grey.{ext}", grey, is_grey=True, bit_depth=16)
     with Image.open(out) as written:
         assert written.mode.startswith("I;16")
-    back = sio.read_image(out)
+    back = read.read_image(out)
     assert back.is_grey and back.bit_depth == 16
     assert np.abs(back.rgb[..., 0] - grey).max() <= 0.5 / 65535 + 1e-7
-    out = sio.write_image(tmp_path / f"colour.{ext}", rgb, bit_depth=16)
-    back = sio.read_image(out)
+    out = write.write_image(tmp_path / f"colour.{ext}", rgb, bit_depth=16)
+    back = read.read_image(out)
     assert back.bit_depth == 16 and not back.is_grey
     assert np.abs(back.rgb - rgb).max() <= 0.5 / 65535 + 1e-7
 
@@ -168,7 +168,7 @@ def test_exif_orientation_6_transposes_jpeg(tmp_path: Path) -> None:
     exif[0x0112] = 6
     path = tmp_path / "rotated.jpg"
     Image.new("RGB", (40, 20), (200, 30, 30)).save(path, exif=exif)
-    img = sio.read_image(path)
+    img = read.read_image(path)
     assert img.rgb.shape == (40, 20, 3)  # 40 wide x 20 high, rotated a quarter turn
 
 
@@ -181,14 +181,14 @@ def test_orientation_matches_pillow_exif_transpose(tmp_path: Path, orientation: 
     Image.fromarray(pixels).save(path, exif=exif)
     with Image.open(path) as im:
         expected = np.asarray(ImageOps.exif_transpose(im), dtype=np.float32) / 255
-    np.testing.assert_array_equal(sio.read_image(path).rgb, expected)
+    np.testing.assert_array_equal(read.read_image(path).rgb, expected)
 
 
 def test_orientation_applied_on_16bit_path(tmp_path: Path) -> None:
     samples = np.random.default_rng(8).integers(0, 65536, (4, 6, 4), dtype=np.uint16)
     path = tmp_path / "o16.png"
     path.write_bytes(_png16(samples, 6, extra=_exif_chunk(8)))
-    img = sio.read_image(path)
+    img = read.read_image(path)
     expected = np.rot90(samples, k=1)  # orientation 8: a quarter turn anticlockwise
     assert img.rgb.shape == (6, 4, 3)
     np.testing.assert_allclose(img.alpha * 65535, expected[..., 3], atol=1e-2)
@@ -198,7 +198,7 @@ def test_orientation_applied_on_16bit_path(tmp_path: Path) -> None:
 def test_cmyk_jpeg_reads_as_rgb(tmp_path: Path) -> None:
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (16, 8), (0, 255, 255, 0)).save(path, quality=95)  # pure red in CMYK
-    img = sio.read_image(path)
+    img = read.read_image(path)
     assert img.rgb.shape == (8, 16, 3) and not img.is_grey and img.alpha is None
     r, g, b = img.rgb.reshape(-1, 3).mean(axis=0)
     assert r > 0.9 and g < 0.1 and b < 0.1
@@ -209,14 +209,14 @@ def test_palette_png_reads_as_rgb_and_palette_transparency_as_alpha(tmp_path: Pa
     palette_image = Image.fromarray(pixels).quantize(16)
     path = tmp_path / "palette.png"
     palette_image.save(path)
-    img = sio.read_image(path)
+    img = read.read_image(path)
     assert img.rgb.shape == (10, 12, 3) and img.alpha is None and not img.is_grey
     np.testing.assert_array_equal(img.rgb, np.asarray(palette_image.convert("RGB"), dtype=np.float32) / 255)
 
     palette_image.info["transparency"] = 0
     path = tmp_path / "palette-transparent.png"
     palette_image.save(path, transparency=0)
-    img = sio.read_image(path)
+    img = read.read_image(path)
     assert img.alpha is not None
     np.testing.assert_array_equal(img.alpha == 0, np.asarray(palette_image) == 0)
 
@@ -237,7 +237,7 @@ def test_modes(tmp_path: Path, mode: str, fmt: str, grey: bool, alpha: bool, dep
     colour = {"1": 1, "L": 128, "LA": (128, 64), "RGBA": (1, 2, 3, 4), "RGB": (9, 99, 199), "I;16": 30000, "F": 0.25}
     path = tmp_path / f"m.{fmt.lower()}"
     Image.new(mode, (5, 3), colour[mode]).save(path, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
-    img = sio.read_image(path)
+    img = read.read_image(path)
     assert img.rgb.shape == (3, 5, 3) and img.rgb.dtype == np.float32
     assert (img.is_grey, img.alpha is not None, img.bit_depth, img.format) == (grey, alpha, depth, fmt)
     expected = {
@@ -255,18 +255,18 @@ def test_modes(tmp_path: Path, mode: str, fmt: str, grey: bool, alpha: bool, dep
 def test_icc_profile_round_trip_png(tmp_path: Path) -> None:
     icc = _srgb_icc()
     rgb = np.random.default_rng(1).random((6, 8, 3), dtype=np.float32)
-    out = sio.write_image(tmp_path / "icc.png", rgb, icc_profile=icc)
-    assert sio.read_image(out).icc_profile == icc
-    out = sio.write_image(tmp_path / "icc16.png", rgb, bit_depth=16, icc_profile=icc)  # OpenCV path
-    assert sio.read_image(out).icc_profile == icc
+    out = write.write_image(tmp_path / "icc.png", rgb, icc_profile=icc)
+    assert read.read_image(out).icc_profile == icc
+    out = write.write_image(tmp_path / "icc16.png", rgb, bit_depth=16, icc_profile=icc)  # OpenCV path
+    assert read.read_image(out).icc_profile == icc
 
 
 def test_icc_profile_dropped_when_colour_space_does_not_match(tmp_path: Path) -> None:
     rgb_profile = _srgb_icc()
-    out = sio.write_image(
+    out = write.write_image(
         tmp_path / "grey.png", np.full((4, 4, 3), 0.5, np.float32), is_grey=True, icc_profile=rgb_profile
     )
-    assert sio.read_image(out).icc_profile is None  # an RGB profile must not tag a grey file
+    assert read.read_image(out).icc_profile is None  # an RGB profile must not tag a grey file
 
 
 def test_animated_gif_refused(tmp_path: Path) -> None:
@@ -274,21 +274,21 @@ def test_animated_gif_refused(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 255, 0))]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
     with pytest.raises(InputImageError, match="animated") as caught:
-        sio.read_image(path)
+        read.read_image(path)
     assert "\n" not in str(caught.value) and "anim.gif" in str(caught.value)
 
 
 def test_single_frame_gif_is_fine(tmp_path: Path) -> None:
     path = tmp_path / "still.gif"
     Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
-    assert sio.read_image(path).rgb.shape == (8, 8, 3)
+    assert read.read_image(path).rgb.shape == (8, 8, 3)
 
 
 def test_pixel_limit(real_lr: Path) -> None:
     with pytest.raises(InputImageError, match="limit") as caught:
-        sio.read_image(real_lr / "00003.png", max_pixels=1000)
+        read.read_image(real_lr / "00003.png", max_pixels=1000)
     assert "00003.png" in str(caught.value) and "\n" not in str(caught.value)
-    assert sio.read_image(real_lr / "00003.png", max_pixels=None).rgb.shape == (256, 512, 3)
+    assert read.read_image(real_lr / "00003.png", max_pixels=None).rgb.shape == (256, 512, 3)
 
 
 @pytest.mark.parametrize(("width", "height"), [(10_000, 10_000), (20_000, 10_000)])
@@ -301,7 +301,7 @@ def test_pixel_limit_replaces_pillow_bomb_guard(tmp_path: Path, width: int, heig
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(InputImageError, match="limit") as caught:
-            sio.read_image(path, max_pixels=50_000_000)
+            read.read_image(path, max_pixels=50_000_000)
     message = str(caught.value)
     assert "bomb.png" in message and "DecompressionBomb" not in message and "\n" not in message
     assert f"{width}x{height}" in message
@@ -336,7 +336,7 @@ def test_bad_files_raise_one_line_errors_and_stay_untouched(real_lr: Path, tmp_p
     before = {p: _digest(p) for p in paths}
     for path in paths:
         with pytest.raises(InputImageError) as caught:
-            sio.read_image(path)
+            read.read_image(path)
         message = str(caught.value)
         assert path.name in message and "\n" not in message, message
         assert "Traceback" not in message and len(message) < 300
@@ -356,14 +356,14 @@ def test_bad_file_reasons_are_specific(real_lr: Path, tmp_path: Path) -> None:
 
 def _reason(path: Path) -> str:
     with pytest.raises(InputImageError) as caught:
-        sio.read_image(path)
+        read.read_image(path)
     return caught.value.reason
 
 
 def test_16bit_colour_without_opencv_is_a_clear_error(real_lr: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sio, "_import_cv2", lambda: None)
+    monkeypatch.setattr(read, "import_cv2", lambda: None)
     with pytest.raises(InputImageError, match="opencv-python-headless"):
-        sio.read_image(real_lr / "tree_alpha_16bit.png")
+        read.read_image(real_lr / "tree_alpha_16bit.png")
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -371,20 +371,20 @@ def test_16bit_colour_without_opencv_is_a_clear_error(real_lr: Path, monkeypatch
 
 def test_rounding_not_truncation_and_clipping(tmp_path: Path) -> None:
     values = np.array([[0.49, 0.51, 1.49, 1.51, -50, 300, np.nan, 254.6]], dtype=np.float32) / 255
-    out = sio.write_image(tmp_path / "r.png", values, is_grey=True)
+    out = write.write_image(tmp_path / "r.png", values, is_grey=True)
     with Image.open(out) as written:
         assert np.asarray(written).tolist() == [[0, 1, 1, 2, 0, 255, 0, 255]]
     deep = np.array([[0.49, 0.51, 65534.6]], dtype=np.float64) / 65535
-    out = sio.write_image(tmp_path / "r16.png", deep, is_grey=True, bit_depth=16)
+    out = write.write_image(tmp_path / "r16.png", deep, is_grey=True, bit_depth=16)
     with Image.open(out) as written:
         assert np.asarray(written).tolist() == [[0, 1, 65535]]
 
 
 @pytest.mark.parametrize(("ext", "tolerance"), [("png", 0), ("tif", 0), ("bmp", 0), ("jpg", 0.1), ("webp", 0.1)])
 def test_formats_round_trip(real_lr: Path, tmp_path: Path, ext: str, tolerance: float) -> None:
-    img = sio.read_image(real_lr / "00003.png")
-    out = sio.write_image(tmp_path / f"out.{ext}", img.rgb, quality=95)
-    again = sio.read_image(out)
+    img = read.read_image(real_lr / "00003.png")
+    out = write.write_image(tmp_path / f"out.{ext}", img.rgb, quality=95)
+    again = read.read_image(out)
     assert again.rgb.shape == img.rgb.shape
     assert np.abs(again.rgb - img.rgb).mean() <= tolerance
 
@@ -393,9 +393,9 @@ def test_alpha_in_format_without_alpha_is_refused(tmp_path: Path) -> None:
     rgb, alpha = np.zeros((2, 2, 3), np.float32), np.ones((2, 2), np.float32)
     for ext in ("jpg", "bmp"):
         with pytest.raises(InputImageError, match="transparency"):
-            sio.write_image(tmp_path / f"a.{ext}", rgb, alpha=alpha)
+            write.write_image(tmp_path / f"a.{ext}", rgb, alpha=alpha)
     with pytest.raises(InputImageError, match="unsupported output extension"):
-        sio.write_image(tmp_path / "a.gif", rgb)
+        write.write_image(tmp_path / "a.gif", rgb)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -403,7 +403,7 @@ def test_webp_and_tiff_keep_alpha(tmp_path: Path) -> None:
     rgb = np.random.default_rng(2).random((5, 6, 3)).astype(np.float32)
     alpha = np.linspace(0, 1, 30, dtype=np.float32).reshape(5, 6)
     for ext in ("tif", "webp"):
-        back = sio.read_image(sio.write_image(tmp_path / f"a.{ext}", rgb, alpha=alpha, quality=100))
+        back = read.read_image(write.write_image(tmp_path / f"a.{ext}", rgb, alpha=alpha, quality=100))
         assert back.alpha is not None
         assert np.abs(back.alpha - alpha).max() <= 0.5 / 255 + 1e-6
 
@@ -418,9 +418,9 @@ def test_failed_write_leaves_no_temp_and_keeps_old_file(tmp_path: Path, monkeypa
         seen_temp.extend(p.name for p in tmp_path.iterdir() if p.name != "out.png")
         raise RuntimeError("encoder blew up")
 
-    monkeypatch.setattr(sio, "_encode", broken_encoder)
+    monkeypatch.setattr(write, "_encode", broken_encoder)
     with pytest.raises(RuntimeError):
-        sio.write_image(target, np.zeros((2, 2, 3), np.float32))
+        write.write_image(target, np.zeros((2, 2, 3), np.float32))
     assert len(seen_temp) == 1 and seen_temp[0].startswith(".out.png.") and seen_temp[0].endswith(".tmp")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
     assert target.read_bytes() == b"previous result"
@@ -431,9 +431,9 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
         stream.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sio, "_encode", interrupted)
+    monkeypatch.setattr(write, "_encode", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        sio.write_image(tmp_path / "sub" / "out.png", np.zeros((2, 2, 3), np.float32))
+        write.write_image(tmp_path / "sub" / "out.png", np.zeros((2, 2, 3), np.float32))
     assert list((tmp_path / "sub").iterdir()) == []
 
 
@@ -441,15 +441,15 @@ def test_os_error_while_writing_becomes_input_image_error(tmp_path: Path, monkey
     def disk_full(stream, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sio, "_encode", disk_full)
+    monkeypatch.setattr(write, "_encode", disk_full)
     with pytest.raises(InputImageError, match="No space left") as caught:
-        sio.write_image(tmp_path / "out.png", np.zeros((2, 2, 3), np.float32))
+        write.write_image(tmp_path / "out.png", np.zeros((2, 2, 3), np.float32))
     assert "out.png" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_creates_folders_and_leaves_no_temp(tmp_path: Path) -> None:
-    out = sio.write_image(tmp_path / "a" / "b" / "c.png", np.zeros((3, 4, 3), np.float32))
+    out = write.write_image(tmp_path / "a" / "b" / "c.png", np.zeros((3, 4, 3), np.float32))
     assert out == tmp_path / "a" / "b" / "c.png" and out.is_file()
     assert [p.name for p in out.parent.iterdir()] == ["c.png"]
 
@@ -458,16 +458,16 @@ def test_never_overwrites_protected_input(real_lr: Path, tmp_path: Path) -> None
     source = tmp_path / "in.png"
     source.write_bytes((real_lr / "00003.png").read_bytes())
     digest = _digest(source)
-    img = sio.read_image(source)
+    img = read.read_image(source)
     (tmp_path / "sub").mkdir()
     os.link(source, tmp_path / "hardlink.png")
     os.symlink(source, tmp_path / "symlink.png")
     for target in (source, tmp_path / "sub" / ".." / "in.png", tmp_path / "hardlink.png", tmp_path / "symlink.png"):
         with pytest.raises(InputImageError, match="overwrite an input"):
-            sio.write_image(target, 1 - img.rgb, protected=[source])
+            write.write_image(target, 1 - img.rgb, protected=[source])
     assert _digest(source) == digest
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    sio.write_image(tmp_path / "in_x4.png", img.rgb, protected=[source])  # a different name is fine
+    write.write_image(tmp_path / "in_x4.png", img.rgb, protected=[source])  # a different name is fine
 
 
 @settings(max_examples=25, deadline=None)
@@ -479,16 +479,16 @@ def test_never_overwrites_protected_input(real_lr: Path, tmp_path: Path) -> None
 )
 def test_png_round_trip_property(rgb: np.ndarray, bits: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        back = sio.read_image(sio.write_image(Path(folder) / "p.png", rgb, bit_depth=bits))
+        back = read.read_image(write.write_image(Path(folder) / "p.png", rgb, bit_depth=bits))
     step = (1 << bits) - 1
     assert back.bit_depth == bits
     assert np.abs(back.rgb - rgb).max() <= 0.5 / step + 1e-6
 
 
 def test_16bit_write_without_opencv_falls_back_to_8bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sio, "_import_cv2", lambda: None)
+    monkeypatch.setattr(read, "import_cv2", lambda: None)
     with pytest.warns(RuntimeWarning, match="8-bit"):
-        out = sio.write_image(tmp_path / "o.png", np.full((2, 2, 3), 0.3, np.float32), bit_depth=16)
+        out = write.write_image(tmp_path / "o.png", np.full((2, 2, 3), 0.3, np.float32), bit_depth=16)
     with Image.open(out) as written:
         assert written.mode == "RGB" and written.tile[0][3] == "RGB"
 
@@ -497,27 +497,27 @@ def test_16bit_write_without_opencv_falls_back_to_8bit(tmp_path: Path, monkeypat
 
 
 def test_resolve_extension() -> None:
-    assert sio.resolve_extension("png", "JPEG", False) == "png"
-    assert sio.resolve_extension("jpg", "PNG", False) == "jpg"
-    assert sio.resolve_extension("webp", "PNG", True) == "webp"
-    assert sio.resolve_extension("tif", "PNG", True) == "tif"
-    assert sio.resolve_extension("jpg", "PNG", True) == "png"
-    assert sio.resolve_extension("bmp", "PNG", True) == "png"
-    assert sio.resolve_extension("same", "JPEG", False) == "jpg"
-    assert sio.resolve_extension("same", ".JPEG", False) == "jpeg"
-    assert sio.resolve_extension("same", "JPEG", True) == "png"
-    assert sio.resolve_extension("same", "WEBP", True) == "webp"
-    assert sio.resolve_extension("same", "TIFF", False) == "tif"
-    assert sio.resolve_extension("same", "jpg", False) == "jpg"
-    assert sio.resolve_extension("same", "GIF", False) == "png"
-    assert sio.resolve_extension(".PNG", "JPEG", False) == "png"
+    assert naming.resolve_extension("png", "JPEG", False) == "png"
+    assert naming.resolve_extension("jpg", "PNG", False) == "jpg"
+    assert naming.resolve_extension("webp", "PNG", True) == "webp"
+    assert naming.resolve_extension("tif", "PNG", True) == "tif"
+    assert naming.resolve_extension("jpg", "PNG", True) == "png"
+    assert naming.resolve_extension("bmp", "PNG", True) == "png"
+    assert naming.resolve_extension("same", "JPEG", False) == "jpg"
+    assert naming.resolve_extension("same", ".JPEG", False) == "jpeg"
+    assert naming.resolve_extension("same", "JPEG", True) == "png"
+    assert naming.resolve_extension("same", "WEBP", True) == "webp"
+    assert naming.resolve_extension("same", "TIFF", False) == "tif"
+    assert naming.resolve_extension("same", "jpg", False) == "jpg"
+    assert naming.resolve_extension("same", "GIF", False) == "png"
+    assert naming.resolve_extension(".PNG", "JPEG", False) == "png"
     with pytest.raises(StableSRError, match="unsupported output format"):
-        sio.resolve_extension("gif", "PNG", False)
+        naming.resolve_extension("gif", "PNG", False)
 
 
 def test_output_path() -> None:
-    assert sio.output_path(Path("in/cat.jpg"), Path("out")) == Path("out/cat.png")
-    assert sio.output_path(Path("in/cat.jpg"), Path("out"), suffix="_x4", ext=".webp") == Path("out/cat_x4.webp")
+    assert naming.output_path(Path("in/cat.jpg"), Path("out")) == Path("out/cat.png")
+    assert naming.output_path(Path("in/cat.jpg"), Path("out"), suffix="_x4", ext=".webp") == Path("out/cat_x4.webp")
 
 
 def test_collect_inputs(tmp_path: Path) -> None:
@@ -525,10 +525,10 @@ def test_collect_inputs(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "empty").mkdir()
-    paths, errors = sio.collect_inputs([str(tmp_path)])
+    paths, errors = naming.collect_inputs([str(tmp_path)])
     assert [p.name for p in paths] == ["A.JPG", "b.png", "c.TiFF", "d.webp", "e.bmp"] and errors == []
 
-    paths, errors = sio.collect_inputs(
+    paths, errors = naming.collect_inputs(
         [
             str(tmp_path / "*.png"),
             str(tmp_path / "b.png"),
@@ -548,28 +548,8 @@ def test_collect_inputs(tmp_path: Path) -> None:
 
 
 def test_collect_inputs_real_folder(real_lr: Path) -> None:
-    paths, errors = sio.collect_inputs([str(real_lr), str(real_lr / "faces" / "*.png")])
+    paths, errors = naming.collect_inputs([str(real_lr), str(real_lr / "faces" / "*.png")])
     assert errors == [] and len(paths) == 14 and paths == sorted(paths[:10]) + paths[10:]
-
-
-# --------------------------------------------------------------------------------------------- tensors
-
-
-def test_tensor_helpers_round_trip() -> None:
-    import torch
-
-    rgb = np.random.default_rng(0).random((4, 6, 3), dtype=np.float32)
-    t = sio.to_tensor(rgb)
-    assert t.shape == (1, 3, 4, 6) and t.dtype == torch.float32
-    assert torch.equal(t[0, :, 1, 2], torch.from_numpy(rgb[1, 2]))
-    t[0, 0, 0, 0] = 5  # a copy: the source array is untouched
-    assert rgb[0, 0, 0] != 5
-    back = sio.to_numpy(sio.to_tensor(rgb).to(torch.float64))
-    assert back.dtype == np.float32 and back.shape == (4, 6, 3)
-    np.testing.assert_array_equal(back, rgb)
-    assert sio.from_tensor(sio.to_tensor(rgb)[0]).shape == (4, 6, 3)
-    with pytest.raises(ValueError):
-        sio.to_numpy(torch.zeros(2, 3, 4, 4))
 
 
 def test_mpo_first_frame_is_read(tmp_path: Path) -> None:
@@ -577,7 +557,7 @@ def test_mpo_first_frame_is_read(tmp_path: Path) -> None:
     path = tmp_path / "phone.jpg"
     red, blue = Image.new("RGB", (8, 6), (255, 0, 0)), Image.new("RGB", (8, 6), (0, 0, 255))
     red.save(path, format="MPO", save_all=True, append_images=[blue])
-    img = sio.read_image(path)
+    img = read.read_image(path)
     assert img.format == "MPO" and img.rgb[..., 0].mean() > 0.9
 
 
@@ -585,7 +565,7 @@ def test_16bit_grey_alpha_written_with_full_precision(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     grey = rng.integers(0, 65536, (4, 5)).astype(np.float32) / 65535
     alpha = rng.integers(0, 65536, (4, 5)).astype(np.float32) / 65535
-    back = sio.read_image(sio.write_image(tmp_path / "la.png", grey, alpha=alpha, is_grey=True, bit_depth=16))
+    back = read.read_image(write.write_image(tmp_path / "la.png", grey, alpha=alpha, is_grey=True, bit_depth=16))
     assert back.bit_depth == 16  # OpenCV cannot write grey+alpha, so the file is RGBA with equal channels
     assert np.abs(back.rgb[..., 0] - grey).max() <= 0.5 / 65535 + 1e-7
     assert np.abs(back.alpha - alpha).max() <= 0.5 / 65535 + 1e-7

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from stablesr.config import Quirks
 from stablesr.errors import GeometryError, MissingWeightsError, StableSRError
-from stablesr.pipeline import NEGATIVE_PROMPT, Quirks, StableSRPipeline
-from stablesr.tiling import tile_starts
+from stablesr.pipeline import NEGATIVE_PROMPT, StableSRPipeline
+from stablesr.tiling.tiles import tile_starts
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +54,15 @@ def test_official_geometry_quirk_keeps_padding_strip(pipe, photo):
     assert quirky.shape[1:3] == (70, 84)
 
 
-def test_cfw_weight_changes_output_and_zero_skips_fusion(pipe, photo):
-    w0, w1 = run(pipe, photo, upscale=3.2, cfw_weight=0.0), run(pipe, photo, upscale=3.2, cfw_weight=1.0)
+def test_fidelity_changes_output_and_zero_skips_fusion(pipe, photo):
+    w0, w1 = run(pipe, photo, upscale=3.2, fidelity=0.0), run(pipe, photo, upscale=3.2, fidelity=1.0)
     assert np.abs(w0 - w1).mean() > 1e-3
     calls = []
     hook = pipe.vae.fusion_layers[0].register_forward_hook(lambda *a: calls.append(1))
     try:
-        run(pipe, photo, upscale=3.2, cfw_weight=0.0)
+        run(pipe, photo, upscale=3.2, fidelity=0.0)
         assert calls == []
-        run(pipe, photo, upscale=3.2, cfw_weight=0.5)
+        run(pipe, photo, upscale=3.2, fidelity=0.5)
         assert calls
     finally:
         hook.remove()
@@ -126,7 +127,7 @@ def test_tiling_leaves_no_seams_on_a_real_image(pipe, data_dir):
     Seams would concentrate the difference at tile edges (ratio >> 1); Gaussian blending keeps it ~1.
     """
     img = Image.open(data_dir / "real_lr" / "OST_009.png").convert("RGB").resize((48, 64), Image.BICUBIC)
-    kw = dict(upscale=4.0, num_inference_steps=3, vae_tile_size=None)
+    kw = {"upscale": 4.0, "num_inference_steps": 3, "vae_tile_size": None}
     untiled = run(pipe, img, 3, tile_size=32, tile_overlap=0, **kw)[0]  # latent 32x24: one tile
     tiled = run(pipe, img, 3, tile_size=16, tile_overlap=8, **kw)[0]
     diff = np.abs(tiled - untiled).mean(-1)
@@ -186,7 +187,7 @@ def test_webui_extract_on_a_separate_base_unet(pipe, tiny_weights, photo, tmp_pa
 def test_validation_of_call_arguments(pipe, photo):
     for kwargs in ({"num_inference_steps": 0}, {"init": "foo"}, {"upscale": float("inf")}, {"vae_tile_size": 32},
                    {"vae_tile_size": 128, "vae_tile_overlap": 128}, {"start_timestep": 1000},
-                   {"start_timestep": 500, "init": "noise"}, {"color_fix": "sepia"}, {"cfw_weight": 1.5}):
+                   {"start_timestep": 500, "init": "noise"}, {"color_fix": "sepia"}, {"fidelity": 1.5}):
         kwargs.setdefault("upscale", 2.0)
         with pytest.raises(StableSRError):
             run(pipe, photo, **kwargs)
@@ -208,3 +209,48 @@ def test_integer_inputs_are_scaled(pipe, photo):
     b = run(pipe, arr.astype(np.float32) / 255, upscale=3.2)
     c = run(pipe, torch.from_numpy(arr).permute(2, 0, 1)[None], upscale=3.2)
     assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_callback_on_step_end_sees_every_step_and_can_interrupt(pipe, photo):
+    seen = []
+
+    def record(p, step, timestep, kwargs):
+        assert p is pipe and kwargs["latents"].ndim == 4
+        seen.append((step, timestep))
+
+    run(pipe, photo, upscale=2.0, num_inference_steps=3, callback_on_step_end=record)
+    assert [s for s, _ in seen] == [0, 1, 2] and seen[0][1] > seen[-1][1]
+
+    def stop_after_first(p, step, timestep, kwargs):
+        seen.append(step)
+        p._interrupt = True
+
+    seen.clear()
+    stopped = run(pipe, photo, upscale=2.0, num_inference_steps=3, callback_on_step_end=stop_after_first)
+    full = run(pipe, photo, upscale=2.0, num_inference_steps=3)
+    assert seen == [0] and stopped.shape == full.shape and np.abs(stopped - full).max() > 1e-3
+    assert np.array_equal(run(pipe, photo, upscale=2.0, num_inference_steps=3), full)  # the flag resets per call
+
+
+def test_callback_on_step_end_can_replace_the_latents(pipe, photo):
+    def zero(p, step, timestep, kwargs):
+        return {"latents": torch.zeros_like(kwargs["latents"])}
+
+    a = run(pipe, photo, 1, upscale=2.0, num_inference_steps=2, callback_on_step_end=zero)
+    b = run(pipe, photo, 2, upscale=2.0, num_inference_steps=2, callback_on_step_end=zero)
+    np.testing.assert_allclose(a, b, atol=1e-5)  # every seed ends at the same (zeroed) latent
+
+
+def test_alpha_survives_the_python_api(pipe, photo):
+    rgba = photo.convert("RGBA")
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, 20:] = 255
+    rgba.putalpha(Image.fromarray(mask))
+    out = pipe(rgba, upscale=2.0, num_inference_steps=1, generator=torch.Generator().manual_seed(0)).images[0]
+    assert out.mode == "RGBA" and out.size == (80, 80)
+    alpha = np.asarray(out)[..., 3]
+    assert alpha[:, :30].max() < 10 and alpha[:, 50:].min() > 245
+    rgb = run(pipe, photo.convert("RGB"), upscale=2.0, num_inference_steps=1)
+    with_alpha = run(pipe, rgba, upscale=2.0, num_inference_steps=1)
+    assert rgb.shape == (1, 80, 80, 3) and with_alpha.shape == (1, 80, 80, 4)
+    np.testing.assert_allclose(with_alpha[..., :3], rgb, atol=1e-5)  # alpha does not change the colours

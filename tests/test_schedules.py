@@ -7,6 +7,7 @@ Reference values: OFFICIAL.md 4.1, 4.2, 4.4 and 10; exact buffers from the golde
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stablesr.sampling import (
-    RecordedNoise, ddim_step, ddpm_step, predict_x0, sample_ddim, sample_ddpm,
+from stablesr.diffusion.sampling import (
+    RecordedNoise,
+    ddim_step,
+    ddpm_step,
+    predict_x0,
+    sample_ddim,
+    sample_ddpm,
 )
-from stablesr.schedules import DDIMTable, DiffusionSchedule, base_betas, space_timesteps
+from stablesr.diffusion.schedules import DDIMTable, DiffusionSchedule, base_betas, space_timesteps
 
 FIELDS = (
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
@@ -93,7 +99,7 @@ def test_space_timesteps_properties(n: int) -> None:
     steps = space_timesteps(n)
     assert len(steps) == n
     assert steps[0] == 0
-    assert all(b > a for a, b in zip(steps, steps[1:]))
+    assert all(b > a for a, b in itertools.pairwise(steps))
     if n > 1:
         assert steps[-1] == 999
         stride = 999 / (n - 1)
@@ -247,14 +253,14 @@ def test_ddim_compat_timestep_mismatch(base: DiffusionSchedule, steps: int, firs
 
 @pytest.mark.parametrize("compat", [True, False])
 def test_ddim_eta_zero_is_deterministic(base: DiffusionSchedule, compat: bool) -> None:
-    t = DDIMTable.build(7, eta=0.0, compat=compat, base=base)
+    t = DDIMTable.build(7, eta=0.0, timestep_mismatch=compat, base=base)
     assert t.sigma == [0.0] * 7
 
 
 def test_ddim_clean_mode(base: DiffusionSchedule) -> None:
     ac = base.alphas_cumprod
     for steps in (3, 5, 20):
-        t = DDIMTable.build(steps, eta=1.0, compat=False, base=base)
+        t = DDIMTable.build(steps, eta=1.0, timestep_mismatch=False, base=base)
         assert t.model_t == space_timesteps(steps)[::-1]
         assert t.alpha == [ac[i].item() for i in t.model_t]  # same timesteps as the networks
         assert t.alpha_prev[:-1] == [ac[i].item() for i in t.model_t[1:]]
@@ -265,7 +271,7 @@ def test_ddim_clean_mode(base: DiffusionSchedule) -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 1000), st.floats(0.0, 1.0), st.booleans())
 def test_ddim_table_properties(steps: int, eta: float, compat: bool) -> None:
-    t = DDIMTable.build(steps, eta=eta, compat=compat, base=_BASE)
+    t = DDIMTable.build(steps, eta=eta, timestep_mismatch=compat, base=_BASE)
     assert len(t) == len(t.alpha) == len(t.alpha_prev) == len(t.sigma) == steps
     assert t.model_t == space_timesteps(steps)[::-1]
     a, a_prev, sigma = np.array(t.alpha), np.array(t.alpha_prev), np.array(t.sigma)

@@ -7,8 +7,7 @@ from torch import nn
 
 from stablesr.checkpoints.convert import text_encoder_from_state
 from stablesr.checkpoints.keymap import convert_text_key
-from stablesr.checkpoints.official_config import EMPTY_PROMPT_IDS
-from stablesr.models.text import PromptEncoder
+from stablesr.models.text import EMPTY_PROMPT_IDS, PromptEncoder
 
 WIDTH, HEADS, LAYERS, VOCAB, CTX = 64, 4, 3, 49408, 77
 

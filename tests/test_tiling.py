@@ -6,6 +6,7 @@ orders in ``index.json``, the official float64 weight map ``inter.tile_weights``
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stablesr.errors import GeometryError
-from stablesr.tiling import Tile, TileAccumulator, gaussian_weights, plan_tiles, tile_starts
+from stablesr.tiling.tiles import Tile, TileAccumulator, gaussian_weights, plan_tiles, tile_starts
 
 PROPERTY = settings(max_examples=150, deadline=None)
 SLOW_PROPERTY = settings(max_examples=60, deadline=None)
@@ -77,8 +78,8 @@ def test_tile_starts_cover_the_axis(geom: tuple[int, int, int]) -> None:
 
     assert starts[0] == 0
     assert starts[-1] == max(length - tile, 0)
-    assert all(b > a for a, b in zip(starts, starts[1:])), "starts must be strictly ascending"
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:])), "a gap would leave pixels uncovered"
+    assert all(b > a for a, b in itertools.pairwise(starts)), "starts must be strictly ascending"
+    assert all(b - a <= tile - overlap for a, b in itertools.pairwise(starts)), "a gap would leave pixels uncovered"
     assert all(0 <= s and s + size <= length for s in starts), "every tile must lie inside the axis"
     covered = np.zeros(length, dtype=bool)
     for s in starts:
@@ -306,7 +307,7 @@ def test_gaussian_weights_match_golden_tile_weights(golden_dir: Path) -> None:
 
 
 def _blend(canvas: torch.Tensor, tile: int, overlap: int, weights: str, official: bool, seed: int) -> torch.Tensor:
-    *lead, h, w = canvas.shape
+    *_, h, w = canvas.shape
     acc = TileAccumulator(tuple(canvas.shape), device="cpu", official_rounding=official)
     gen = torch.Generator().manual_seed(seed)
     for t in plan_tiles(h, w, tile, overlap, x_major=official):

@@ -17,17 +17,27 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "StableSRPipeline": "stablesr.pipeline",
     "StableSRPipelineOutput": "stablesr.pipeline",
-    "PipelineConfig": "stablesr.pipeline",
-    "Quirks": "stablesr.pipeline",
+    "ModelConfig": "stablesr.config",
+    "Quirks": "stablesr.config",
+    "UpscaleOptions": "stablesr.config",
+    "Upscaler": "stablesr.service",
+    "UpscaleResult": "stablesr.service",
+    "ModelSpec": "stablesr.hub",
+    "load_model": "stablesr.hub",
     "TimeAwareEncoder": "stablesr.models.time_aware_encoder",
     "SFTAdapter": "stablesr.models.sft",
     "CFWAutoencoderKL": "stablesr.models.cfw",
-    "RecordedNoise": "stablesr.sampling",
-    "NoiseSource": "stablesr.sampling",
+    "RecordedNoise": "stablesr.diffusion.sampling",
+    "NoiseSource": "stablesr.diffusion.sampling",
     "StableSRError": "stablesr.errors",
+    "InputImageError": "stablesr.errors",
+    "CheckpointError": "stablesr.errors",
+    "MissingWeightsError": "stablesr.errors",
+    "GeometryError": "stablesr.errors",
+    "OptionsError": "stablesr.errors",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [*_EXPORTS.keys(), "__version__"]  # noqa: PLE0604 - the keys are strings
 
 
 def __getattr__(name: str) -> Any:

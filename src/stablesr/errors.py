@@ -30,3 +30,11 @@ class MissingWeightsError(CheckpointError):
 
 class GeometryError(StableSRError, ValueError):
     """Impossible tile or image geometry (zero size, overlap >= tile, ...)."""
+
+
+class OptionsError(StableSRError, ValueError):
+    """A run option is out of range or conflicts with another (see :class:`stablesr.config.UpscaleOptions`)."""
+
+
+class UsageError(StableSRError):
+    """The command line is wrong (bad flag, no inputs, conflicting options): exit code 2."""

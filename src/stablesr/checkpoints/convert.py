@@ -16,8 +16,15 @@ from ..models.cfw import CFWAutoencoderKL
 from ..models.sft import SFTAdapter, unet_resnet_paths
 from ..models.time_aware_encoder import TimeAwareEncoder
 from .keymap import (
-    ENCODER_PREFIX, TEXT_PREFIX, UNET_PREFIX, Conversion, has_prefix, split_cfw_state_dict, split_ldm_state_dict,
-    unet_block_table, vae_block_table,
+    ENCODER_PREFIX,
+    TEXT_PREFIX,
+    UNET_PREFIX,
+    Conversion,
+    has_prefix,
+    split_cfw_state_dict,
+    split_ldm_state_dict,
+    unet_block_table,
+    vae_block_table,
 )
 from .loading import load_state_dict
 from .official_config import SD2_TEXT_ENCODER_CONFIG, LDMSpec

@@ -217,4 +217,3 @@ SD2_TEXT_ENCODER_CONFIG: dict[str, Any] = {
     "num_attention_heads": 16, "max_position_embeddings": 77, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
     "projection_dim": 1024, "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 0,
 }
-EMPTY_PROMPT_IDS: list[int] = [49406, 49407] + [0] * 75  # open_clip tokenisation of "" (zero padded)

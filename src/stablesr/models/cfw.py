@@ -1,10 +1,10 @@
 """The CFW (controllable feature wrapping) autoencoder: the SD VAE plus LR-feature fusion in the decoder.
 
 ``encode(lr)`` returns the latent posterior *and* two encoder feature maps (the outputs of
-encoder levels 1 and 2, before their down-samplers). ``decode(z, features, w)`` adds
-``w * fusion(features, h)`` to the decoder activation at the two matching resolutions, after
-each level's ResBlocks and before its up-sampler. ``w = 0`` is exactly the plain VAE decoder
-(most realistic); ``w = 1`` is most faithful to the LR input.
+encoder levels 1 and 2, before their down-samplers). ``decode_fused(z, features, fidelity)``
+adds ``fidelity * fusion(features, h)`` to the decoder activation at the two matching resolutions, after
+each level's ResBlocks and before its up-sampler. ``fidelity = 0`` is exactly the plain VAE
+decoder (most realistic); ``fidelity = 1`` is most faithful to the LR input.
 
 The base is a stock ``diffusers.AutoencoderKL``; only the fusion blocks are ours.
 """
@@ -119,7 +119,7 @@ class CFWAutoencoderKL(AutoencoderKL):
         >>> vae = CFWAutoencoderKL(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
         ...                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=1)
         >>> enc = vae.encode_with_features(torch.zeros(1, 3, 64, 64))
-        >>> vae.decode_fused(enc.mean, enc.features, w=0.5).shape
+        >>> vae.decode_fused(enc.mean, enc.features, fidelity=0.5).shape
         torch.Size([1, 3, 64, 64])
     """
 
@@ -200,13 +200,13 @@ class CFWAutoencoderKL(AutoencoderKL):
         return CFWEncoding(moments=h, features=features)
 
     def decode_fused(
-        self, z: torch.Tensor, features: Sequence[torch.Tensor] | None = None, w: float = 0.0
+        self, z: torch.Tensor, features: Sequence[torch.Tensor] | None = None, fidelity: float = 0.0
     ) -> torch.Tensor:
-        """Decode the UNSCALED latent ``z`` (latent / scaling_factor), fusing ``features`` with weight ``w``.
+        """Decode the UNSCALED latent ``z`` (latent / scaling_factor), fusing ``features`` with weight ``fidelity``.
 
-        With ``w == 0`` (or no features) the fusion layers are skipped: the output is the plain VAE decoder's.
+        With ``fidelity == 0`` (or no features) the fusion layers are skipped: the output is the plain VAE decoder's.
         """
-        fuse = w != 0 and features is not None and self.fusion_layers is not None
+        fuse = fidelity != 0 and features is not None and self.fusion_layers is not None
         dec = self.decoder
         h = z.to(self.dtype)
         if self.post_quant_conv is not None:
@@ -218,7 +218,7 @@ class CFWAutoencoderKL(AutoencoderKL):
                 h = resnet(h, None)
             k = self._fusion_up_index.get(index)
             if fuse and k is not None:
-                h = h + w * self.fusion_layers[k](features[k].to(h.dtype), h)
+                h = h + fidelity * self.fusion_layers[k](features[k].to(h.dtype), h)
             if block.upsamplers is not None:
                 for up in block.upsamplers:
                     h = up(h)

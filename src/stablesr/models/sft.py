@@ -97,10 +97,6 @@ class SFTAdapter(ModelMixin, ConfigMixin):
             handle.remove()
         self._attached.clear()
 
-    @property
-    def is_attached(self) -> bool:
-        return bool(self._attached)
-
     def _hook(self, layer: SFTLayer):
         def apply(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
             feats = self._features

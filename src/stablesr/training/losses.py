@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..denoiser import StableSRDenoiser
-from ..schedules import DiffusionSchedule
+from ..diffusion.denoiser import StableSRDenoiser
+from ..diffusion.schedules import DiffusionSchedule
 
 
 def vlb_weights(sched: DiffusionSchedule, parameterization: str) -> torch.Tensor:

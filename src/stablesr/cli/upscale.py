@@ -1,0 +1,272 @@
+"""``stablesr upscale``: images, folders or globs in, upscaled files out; one bad file never stops the batch.
+
+It scales out without a code change: started by ``torchrun --nproc_per_node N -m stablesr upscale ...``
+or ``accelerate launch --multi_gpu --num_processes N -m stablesr upscale ...`` (which set
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK``), each process takes every N-th image of the sorted input list
+and runs on ``cuda:LOCAL_RANK``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import COLOR_FIXES, SAMPLERS, UpscaleOptions
+from ..errors import InputImageError, MissingWeightsError, StableSRError, UsageError
+from ..imageio.naming import OUTPUT_CHOICES, Job, final_target, path_key, plan_jobs
+from ..imageio.read import DEFAULT_MAX_PIXELS
+from ..runtime.batch import BatchRunner, Outcome, StopBatch, Tally
+from ..runtime.console import Console
+from ..runtime.distributed import DistInfo, all_reduce, ignore_termination, terminate_as_interrupt
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DefaultsFormatter,
+    add_device_flags,
+    add_model_flags,
+    check_model_files,
+    model_spec,
+    number,
+)
+
+if TYPE_CHECKING:  # torch and the pipeline load lazily so `stablesr models` stays instant
+    from ..service import Upscaler
+
+_DEFAULTS = UpscaleOptions()
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "upscale", parents=parents, help="upscale images, folders or globs",
+        description="Upscale images. INPUT: image files, folders (their images) or glob patterns. One bad file "
+                    "is reported and skipped. Under torchrun / accelerate launch each process takes its share.",
+        formatter_class=DefaultsFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", default="results", metavar="OUTDIR", help="output folder")
+    p.add_argument("-s", "--scale", metavar="X", type=number(float, 0, low_open=True), default=_DEFAULTS.scale,
+                   help="upscaling factor; any positive number (output = round(scale x input size))")
+    model = p.add_argument_group("model")
+    add_model_flags(model, model_help="model preset (see `stablesr models`); default: turbo, or the checkpoint's "
+                                      "own settings")
+    add_device_flags(model)
+    sampling = p.add_argument_group("sampling")
+    sampling.add_argument("--steps", metavar="N", type=number(int, 1, 1000), default=_DEFAULTS.steps,
+                          help="sampling steps (default: the model's, e.g. 4 for turbo, 200 otherwise)")
+    sampling.add_argument("--sampler", choices=SAMPLERS, default=_DEFAULTS.sampler, help="sampler")
+    sampling.add_argument("--eta", metavar="ETA", type=number(float, 0), default=_DEFAULTS.eta, help="DDIM eta")
+    sampling.add_argument("-w", "--fidelity", metavar="W", type=number(float, 0, 1), default=_DEFAULTS.fidelity,
+                          help="CFW weight: 0 = most realistic, 1 = most faithful (default: the model's)")
+    sampling.add_argument("--color-fix", choices=COLOR_FIXES, default=_DEFAULTS.color_fix,
+                          help="colour correction against the input (default: the model's)")
+    sampling.add_argument("--guidance-scale", metavar="G", type=number(float, 0), default=_DEFAULTS.guidance_scale,
+                          help="classifier-free guidance against --negative-prompt (1 = off)")
+    sampling.add_argument("--prompt", metavar="TEXT", default=_DEFAULTS.prompt,
+                          help="text prompt (the models were trained with the empty one)")
+    sampling.add_argument("--negative-prompt", metavar="TEXT", default=_DEFAULTS.negative_prompt,
+                          help="negative prompt (needs --guidance-scale != 1)")
+    sampling.add_argument("--seed", metavar="N", type=int, default=_DEFAULTS.seed,
+                          help="random seed, the same for every image")
+    tiles = p.add_argument_group("tiling (memory)")
+    tiles.add_argument("--tile", metavar="N", type=number(int, 1), default=_DEFAULTS.tile_size,
+                       help="latent tile size, in latent pixels (8 image pixels each); default: the model's size / 8")
+    tiles.add_argument("--tile-overlap", metavar="N", type=number(int, 0), default=_DEFAULTS.tile_overlap,
+                       help="latent tile overlap (default: half a tile)")
+    tiles.add_argument("--tile-batch", metavar="N", type=number(int, 1), default=_DEFAULTS.tile_batch_size,
+                       help="latent tiles per network call")
+    tiles.add_argument("--vae-tile", metavar="PX", type=number(int, 0), default=_DEFAULTS.vae_tile_size,
+                       help="VAE tile size in image pixels (0 = never tile)")
+    out = p.add_argument_group("output")
+    out.add_argument("--suffix", metavar="TEXT", default="", help="appended to each output file name's stem")
+    out.add_argument("--ext", type=str.lower, choices=OUTPUT_CHOICES, default="png",
+                     help="output format; same = the input's (images with transparency are written as PNG "
+                          "when the format cannot hold it)")
+    out.add_argument("--quality", metavar="Q", type=number(int, 1, 100), default=95, help="JPEG/WebP quality")
+    out.add_argument("--skip-existing", action="store_true", help="skip images whose output exists (resume)")
+    out.add_argument("--max-pixels", metavar="N", type=number(int, 0), default=DEFAULT_MAX_PIXELS,
+                     help="refuse inputs with more pixels (0 = no limit)")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+    out.add_argument("-v", "--verbose", action="store_true", help="one line per image")
+    return p
+
+
+def upscale_options(args: argparse.Namespace) -> UpscaleOptions:
+    """The run options the flags ask for; impossible combinations are usage errors."""
+    try:
+        return UpscaleOptions(
+            scale=args.scale, steps=args.steps, sampler=args.sampler, eta=args.eta, fidelity=args.fidelity,
+            color_fix=args.color_fix, guidance_scale=args.guidance_scale, prompt=args.prompt,
+            negative_prompt=args.negative_prompt, seed=args.seed, tile_size=args.tile, tile_overlap=args.tile_overlap,
+            tile_batch_size=args.tile_batch, vae_tile_size=args.vae_tile or None,
+        )
+    except StableSRError as exc:  # OptionsError / GeometryError, worded after the option names
+        raise UsageError(str(exc)) from None
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Conflicts argparse cannot see; all are usage errors (exit 2) before anything heavy happens."""
+    check_model_files(args)
+    if "/" in args.suffix or os.sep in args.suffix:
+        raise UsageError(f"--suffix {args.suffix!r}: must not contain a path separator (use -o for folders)")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: exists and is not a folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``stablesr upscale``: see the module docstring; returns the exit code."""
+    started = time.monotonic()
+    dist_info = DistInfo.from_env()
+    console = Console(args.quiet, args.verbose, dist_info.prefix)
+    options = upscale_options(args)
+    _check_paths(args)
+    if args.model:
+        from ..presets import resolve_preset
+
+        resolve_preset(args.model)  # an unknown name is a usage error before any work
+    from ..imageio.naming import collect_inputs
+
+    found, problems = collect_inputs(args.inputs)
+    if not found:
+        raise UsageError("no input images found" + "".join(f"; {problem}" for problem in problems))
+    jobs = plan_jobs(sorted(found, key=str), Path(args.output), suffix=args.suffix, ext=args.ext)
+    batch = _UpscaleBatch(args, options, jobs, console, dist_info)
+    if dist_info.rank == 0:  # spec problems concern the whole job: report them once
+        for problem in problems:
+            console.error(problem)
+            batch.tally.failed.append(problem.split(": ", 1)[0])
+    with terminate_as_interrupt():
+        try:
+            batch.run(dist_info.shard(jobs))
+        except KeyboardInterrupt:
+            batch.tally.interrupted = True
+    return _finish(batch.tally, started, console, dist_info)
+
+
+class _UpscaleBatch:
+    """The upscale command's jobs: loads the model only if some job needs it, then runs the batch."""
+
+    def __init__(self, args: argparse.Namespace, options: UpscaleOptions, all_jobs: list[Job], console: Console,
+                 dist_info: DistInfo) -> None:
+        self.args, self.options, self.console, self.dist_info = args, options, console, dist_info
+        self.tally = Tally()
+        self.sources = [j.source for j in all_jobs]  # write_image refuses to overwrite any of them
+        # Planned outputs of all processes: an output whose name changes late must not take one of them.
+        self.planned = {path_key(j.target).casefold(): j.source for j in all_jobs if j.problem is None}
+        self.bars = not args.quiet and dist_info.rank == 0 and sys.stderr.isatty()
+        self.upscaler: Upscaler | None = None
+
+    def run(self, jobs: list[Job]) -> None:
+        skip = self.args.skip_existing
+        if any(j.problem is None and not (skip and j.target.exists()) for j in jobs) and not self._load():
+            return
+        BatchRunner(self._upscale, name=lambda job: str(job.source), console=self.console, tally=self.tally,
+                    reason=_failure_reason, debug=self.args.debug, progress=self.bars).run(jobs)
+
+    def _load(self) -> bool:
+        try:
+            self.upscaler = _load_upscaler(self.args, self.options, self.console, self.dist_info, self.bars)
+        except Exception as exc:  # any load failure is reported on one line, exit 2
+            if self.args.debug:
+                raise
+            self.console.error(str(exc) if isinstance(exc, StableSRError)
+                               else f"cannot load the model: {type(exc).__name__}: {exc}")
+            self.tally.fatal = True
+            return False
+        return True
+
+    def _upscale(self, job: Job) -> Outcome:
+        """Upscale one input. Raises on failure; StopBatch when the model itself failed."""
+        try:
+            return self._upscale_job(job)
+        except MissingWeightsError as exc:  # about the model, not this file: it would fail for every image
+            raise StopBatch(str(exc)) from exc
+
+    def _upscale_job(self, job: Job) -> Outcome:
+        args = self.args
+        skipped = Outcome(f"skipped {job.source} (output exists)", skipped=True)
+        if job.problem:
+            raise StableSRError(job.problem)
+        if args.skip_existing and job.target.exists():
+            return skipped
+        from ..imageio.read import read_image
+        from ..imageio.write import write_image
+
+        img = read_image(job.source, max_pixels=args.max_pixels or None)
+        target = final_target(job, img.alpha is not None, args.ext, args.suffix)
+        if target != job.target:
+            owner = self.planned.get(path_key(target).casefold())
+            if owner is not None and owner != job.source:
+                raise StableSRError(f"output {target} would overwrite the result of {owner} (same file name)")
+            if args.skip_existing and target.exists():
+                return skipped
+        assert self.upscaler is not None  # loaded whenever some job was neither refused nor skipped
+        result = self.upscaler.upscale(img, self.options)
+        written = write_image(target, result.rgb, alpha=result.alpha, is_grey=img.is_grey, bit_depth=img.bit_depth,
+                              icc_profile=img.icc_profile, quality=args.quality, protected=self.sources)
+        return Outcome(f"wrote {written} from {job.source}")
+
+
+def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, console: Console, dist_info: DistInfo,
+                   bars: bool) -> Upscaler:
+    """Load the model named by the command line and check it can condition on the requested prompts."""
+    from ..runtime.device import quiet_library_logs, resolve_device, resolve_dtype
+    from ..service import Upscaler
+
+    device = resolve_device(args.device, local_rank=dist_info.local_rank if dist_info.distributed else None)
+    dtype = resolve_dtype(args.precision, device)
+    if not args.debug:
+        quiet_library_logs()
+    upscaler = Upscaler.load(model_spec(args), device, dtype, announce=dist_info.rank == 0, progress=bars,
+                             note=console.note)
+    upscaler.check(options)
+    console.detail(f"model {upscaler.name} on {device} ({str(dtype).removeprefix('torch.')})")
+    return upscaler
+
+
+def _failure_reason(job: Job, exc: Exception) -> str:
+    """The one-line reason for a failed image (the file name is printed before it)."""
+    from ..runtime.memory import free_accelerator_memory, is_out_of_memory
+
+    if isinstance(exc, InputImageError):
+        return exc.reason if exc.path == str(job.source) else str(exc)  # a write error names the output
+    if isinstance(exc, StableSRError):
+        return str(exc)
+    if is_out_of_memory(exc):
+        free_accelerator_memory()
+        return "out of memory; try a smaller --tile-batch, --tile or --vae-tile, or --precision fp16/bf16"
+    return f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+
+
+def exit_code(failed: int, fatal: bool) -> int:
+    """2 when the model could not be loaded, 1 when some image failed, else 0."""
+    return EXIT_USAGE if fatal else EXIT_FAILED if failed else EXIT_OK
+
+
+def _finish(tally: Tally, started: float, console: Console, dist_info: DistInfo) -> int:
+    """Print this process's summary (and the job-wide one on rank 0 of a distributed run); the exit code."""
+    if not (tally.fatal and tally.done + tally.skipped + len(tally.failed) == 0):  # the error said it all
+        line = tally.line(time.monotonic() - started)
+        console.out(f"{line} (interrupted)" if tally.interrupted else line)
+        if tally.failed:
+            console.out("failed: " + ", ".join(tally.failed))
+    if tally.interrupted:  # the other ranks are being stopped too; do not wait for them
+        return EXIT_INTERRUPTED
+    totals = all_reduce([tally.done, tally.skipped, len(tally.failed), int(tally.fatal)], dist_info)
+    if totals is None:
+        return exit_code(len(tally.failed), tally.fatal)
+    done, skipped, failed, fatal = totals
+    if dist_info.rank == 0:  # after the reduction every rank has finished: this is the job's wall time
+        print(f"done {done}, skipped {skipped}, failed {failed} in {time.monotonic() - started:.1f} s "
+              f"(all {dist_info.world_size} processes)", flush=True)
+    # The job's result is settled and every output written. torchrun sends SIGTERM to the other workers
+    # as soon as one exits non-zero; ignoring it now lets each exit with the job-wide code instead of
+    # being reported as killed.
+    ignore_termination()
+    return exit_code(failed, bool(fatal))

@@ -1,0 +1,178 @@
+"""Typed settings shared by every layer: the model config saved with the weights, the official quirks, and
+the run options (:class:`UpscaleOptions`) that the CLI, the web UI, evaluation and the Python API all use.
+
+The defaults of a run are defined here once; everything else reads them from these dataclasses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal, get_args
+
+from .errors import GeometryError, OptionsError
+
+Sampler = Literal["ddpm", "ddim"]
+ColorFix = Literal["adain", "wavelet", "none"]
+Prediction = Literal["eps", "v"]
+Init = Literal["noised_lr", "noise"]
+"""Where sampling starts: the LR latent noised to the first timestep (official tile script), or pure noise."""
+
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+COLOR_FIXES: tuple[str, ...] = get_args(ColorFix)
+PREDICTIONS: tuple[str, ...] = get_args(Prediction)
+INITS: tuple[str, ...] = get_args(Init)
+
+DEFAULT_TILE_BATCH = 4  # latent tiles per network call
+DEFAULT_VAE_TILE = 1024  # VAE tile in image pixels
+MIN_VAE_TILE = 64
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """Official behaviours that change outputs, each switchable. ``Quirks.official()`` turns all on.
+
+    Attributes:
+        ddim_timestep_mismatch: DDIM coefficients from ``range(0, 1000, 1000 // S)`` while the networks
+            see ``space_timesteps(S)`` (official; default on). Off: one consistent list ending at x0.
+        tile_weights: off-centre Gaussian tile weights (vertical centre ``T/2``), the official tile
+            visiting order and float64-per-tile accumulation (default off: centred weights).
+        tile_script_geometry: ``int`` sizes, both sides reflect-padded to multiples of 32 even when one
+            is aligned, and the crop applied after the final resize, which leaves a resized strip of
+            padding in small-input outputs (default off: exact ``round(scale x size)`` output).
+        pixel_tiles: whole-pipeline pixel tiles (encode, sample, decode per 1280 px patch, blended) as the
+            tile scripts do, instead of one latent canvas with a tiled VAE (default off).
+        truncate_output: 8-bit output by truncation instead of rounding (default off).
+
+    Example:
+        >>> Quirks.official().pixel_tiles, Quirks().pixel_tiles
+        (True, False)
+    """
+
+    ddim_timestep_mismatch: bool = True
+    tile_weights: bool = False
+    tile_script_geometry: bool = False
+    pixel_tiles: bool = False
+    truncate_output: bool = False
+
+    @classmethod
+    def official(cls) -> Quirks:
+        return cls(**{f.name: True for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the weights alone do not tell: saved with a converted folder, set by a preset or the file name.
+
+    Example:
+        >>> ModelConfig(parameterization="v", sample_size=768).default_steps
+        200
+    """
+
+    parameterization: Prediction = "eps"
+    sample_size: int = 512  # native resolution in pixels (512, or 768 for the 768-v model)
+    scale_factor: float = 0.18215
+    linear_start: float = 0.00085
+    linear_end: float = 0.012
+    default_steps: int = 200
+    default_fidelity: float = 0.5
+    default_color_fix: ColorFix = "adain"
+    name: str = "stablesr"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Read a saved config; folders written before the rename say ``default_cfw_weight``."""
+        data = dict(data)
+        if "default_cfw_weight" in data:
+            data.setdefault("default_fidelity", data.pop("default_cfw_weight"))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """How to upscale one image; ``None`` means the model's own default. Checked on construction.
+
+    Attributes:
+        scale: output size = ``round(scale x input size)``; any positive number.
+        steps: sampling steps (default: the model's, e.g. 4 for Turbo, 200 otherwise).
+        sampler / eta: ``"ddpm"`` (the paper's) or ``"ddim"`` with its ``eta``.
+        fidelity: CFW weight in [0, 1]: 0 = most realistic, 1 = most faithful.
+        color_fix: ``"adain"``, ``"wavelet"`` or ``"none"``.
+        guidance_scale / prompt / negative_prompt: classifier-free guidance (1 = off).
+        seed: seeds a CPU generator, so every device draws the same noise.
+        tile_size / tile_overlap: latent tile and overlap in latent pixels (default model size / 8, half a tile).
+        tile_batch_size: latent tiles per network call.
+        vae_tile_size: VAE tile in image pixels (``None`` or 0 = never tile).
+
+    Example:
+        >>> UpscaleOptions(scale=2, fidelity=0.7).fidelity
+        0.7
+        >>> UpscaleOptions(fidelity=2)
+        Traceback (most recent call last):
+        ...
+        stablesr.errors.OptionsError: fidelity must be in [0, 1], got 2
+    """
+
+    scale: float = 4.0
+    steps: int | None = None
+    sampler: Sampler = "ddpm"
+    eta: float = 0.0
+    fidelity: float | None = None
+    color_fix: ColorFix | None = None
+    guidance_scale: float = 1.0
+    prompt: str = ""
+    negative_prompt: str | None = None
+    seed: int = 42
+    tile_size: int | None = None
+    tile_overlap: int | None = None
+    tile_batch_size: int = DEFAULT_TILE_BATCH
+    vae_tile_size: int | None = DEFAULT_VAE_TILE
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+    def with_model_defaults(self, model: ModelConfig) -> UpscaleOptions:
+        """These options with every ``None`` replaced by ``model``'s default (checked again).
+
+        Example:
+            >>> o = UpscaleOptions().with_model_defaults(ModelConfig(default_steps=4))
+            >>> o.steps, o.fidelity, o.tile_size, o.tile_overlap
+            (4, 0.5, 64, 32)
+        """
+        tile = model.sample_size // 8 if self.tile_size is None else self.tile_size
+        return replace(
+            self,
+            steps=model.default_steps if self.steps is None else self.steps,
+            fidelity=model.default_fidelity if self.fidelity is None else self.fidelity,
+            color_fix=model.default_color_fix if self.color_fix is None else self.color_fix,
+            tile_size=tile,
+            tile_overlap=tile // 2 if self.tile_overlap is None else self.tile_overlap,
+        )
+
+
+def check_options(o: UpscaleOptions) -> None:
+    """Raise :class:`OptionsError` (or :class:`GeometryError` for tiles) for impossible options."""
+    if not (isinstance(o.scale, (int, float)) and math.isfinite(o.scale) and o.scale > 0):
+        raise OptionsError(f"scale must be a positive finite number, got {o.scale}")
+    if o.steps is not None and not 1 <= o.steps <= 1000:
+        raise OptionsError(f"steps must be in 1..1000, got {o.steps}")
+    if o.sampler not in SAMPLERS:
+        raise OptionsError(f"unknown sampler {o.sampler!r}; choose {' or '.join(SAMPLERS)}")
+    if o.fidelity is not None and not 0.0 <= o.fidelity <= 1.0:
+        raise OptionsError(f"fidelity must be in [0, 1], got {o.fidelity}")
+    if o.color_fix is not None and o.color_fix not in COLOR_FIXES:
+        raise OptionsError(f"unknown colour fix {o.color_fix!r}; choose one of {', '.join(COLOR_FIXES)}")
+    if o.negative_prompt is not None and o.guidance_scale == 1.0:
+        raise OptionsError("a negative prompt needs guidance_scale != 1 (the official scripts use 7)")
+    if o.tile_size is not None and o.tile_size < 1:
+        raise GeometryError(f"tile size must be at least 1, got {o.tile_size}")
+    if o.tile_overlap is not None and (o.tile_overlap < 0 or (o.tile_size is not None and o.tile_overlap >= o.tile_size)):
+        raise GeometryError(f"tile overlap must be in [0, tile size {o.tile_size}), got {o.tile_overlap}")
+    if o.tile_batch_size < 1:
+        raise OptionsError(f"tile_batch_size must be at least 1, got {o.tile_batch_size}")
+    if o.vae_tile_size and o.vae_tile_size < MIN_VAE_TILE:
+        raise GeometryError(f"VAE tile must be at least {MIN_VAE_TILE} px (or 0 to disable tiling), got {o.vae_tile_size}")

@@ -1,0 +1,7 @@
+"""``python -m stablesr.evaluation eval|compare ...``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""Tiled VAE encode and CFW decode for images larger than one VAE tile.
+
+Memory stays bounded by the tile, not the image: the encoder runs tile by tile and only the
+blended posterior (latent resolution) is kept. The CFW fusion features are *not* kept for the
+whole image (at 1/2 and 1/4 resolution with 256/512 channels they would dwarf the latent);
+instead each decoder tile re-encodes its own pixel region of the LR image for its features.
+Tiles overlap and are blended with the shared Gaussian weights, so there are no seams.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import MIN_VAE_TILE
+from ..errors import GeometryError
+from ..models.cfw import CFWAutoencoderKL
+from .tiles import TileAccumulator, gaussian_weights, plan_tiles
+
+LATENT_FACTOR = 8  # pixels per latent pixel in SD VAEs
+
+
+def vae_tiling(size: int | None, overlap: int | None) -> tuple[int | None, int]:
+    """Validated (tile, overlap) for the VAE in pixels; ``None`` or 0 tile = never tile (overlap then 0).
+
+    Example:
+        >>> vae_tiling(1024, None), vae_tiling(0, None)
+        ((1024, 128), (None, 0))
+    """
+    if not size:
+        return None, 0
+    size = int(size)
+    if size < MIN_VAE_TILE:
+        raise GeometryError(f"VAE tile must be at least {MIN_VAE_TILE} px (or 0 to disable tiling), got {size}")
+    overlap = min(128, size // 4) if overlap is None else int(overlap)
+    if not 0 <= overlap < size:
+        raise GeometryError(f"VAE tile overlap must be in [0, VAE tile {size}), got {overlap}")
+    return size, overlap
+
+
+def _latent_plan(h: int, w: int, tile_px: int, overlap_px: int):
+    tile = max(1, tile_px // LATENT_FACTOR)
+    overlap = min(max(0, overlap_px // LATENT_FACTOR), tile - 1)
+    return plan_tiles(h, w, tile, overlap)
+
+
+def encode_moments(vae: CFWAutoencoderKL, image: torch.Tensor, *, tile_px: int | None = None,
+                   overlap_px: int = 128) -> torch.Tensor:
+    """Posterior moments (mean | logvar) of ``image`` (sides multiples of 8), tiled when larger than ``tile_px``."""
+    h, w = image.shape[-2] // LATENT_FACTOR, image.shape[-1] // LATENT_FACTOR
+    if tile_px is None or max(image.shape[-2:]) <= tile_px:
+        return vae.encode_with_features(image).moments.float()
+    acc = None
+    for tile in _latent_plan(h, w, tile_px, overlap_px):
+        ys, xs = tile.scaled(LATENT_FACTOR).slices
+        moments = vae.encode_with_features(image[..., ys, xs]).moments.float()
+        if acc is None:
+            acc = TileAccumulator((*moments.shape[:2], h, w), device=moments.device)
+        acc.add(tile, moments, gaussian_weights(tile.h, tile.w))
+    return acc.result()
+
+
+def decode(vae: CFWAutoencoderKL, latent: torch.Tensor, lr_image: torch.Tensor | None, fidelity: float, *,
+           tile_px: int | None = None, overlap_px: int = 128, features: list[torch.Tensor] | None = None
+           ) -> torch.Tensor:
+    """CFW-decode the UNSCALED ``latent`` with weight ``fidelity``, tiled when the output is larger than ``tile_px``.
+
+    ``lr_image`` (the padded, upscaled LR in [-1, 1]) supplies the fusion features; pass
+    precomputed whole-image ``features`` instead to skip re-encoding in the untiled case.
+    """
+    fuse = fidelity != 0 and vae.fusion_layers is not None and (lr_image is not None or features is not None)
+    h, w_lat = latent.shape[-2:]
+    if tile_px is None or max(h, w_lat) * LATENT_FACTOR <= tile_px:
+        if fuse and features is None:
+            features = vae.encode_with_features(lr_image).features
+        return vae.decode_fused(latent, features if fuse else None, fidelity).float()
+    acc = None
+    for tile in _latent_plan(h, w_lat, tile_px, overlap_px):
+        ys, xs = tile.slices
+        px = tile.scaled(LATENT_FACTOR)
+        feats = vae.encode_with_features(lr_image[..., px.slices[0], px.slices[1]]).features if fuse else None
+        out = vae.decode_fused(latent[..., ys, xs], feats, fidelity).float()
+        if acc is None:
+            acc = TileAccumulator((*out.shape[:2], h * LATENT_FACTOR, w_lat * LATENT_FACTOR), device=out.device)
+        acc.add(px, out, gaussian_weights(px.h, px.w, dtype=out.dtype))
+    return acc.result()
