@@ -16,8 +16,6 @@ from stablesr.training.config import ConfigError, ModelConfig, SFTTrainConfig, l
 from stablesr.training.data import PairPool, RankSampler, generator
 from stablesr.training.sft import Stage1Model, prepare_parts, train_sft
 
-pytestmark = pytest.mark.filterwarnings("ignore:stablesr.degradation is not available")
-
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -49,7 +47,7 @@ def tiny_run(tiny_weights, data_dir: Path, out: Path, **kw) -> SFTTrainConfig:
 
 @pytest.mark.parametrize("case_id", ["i_train_eps", "i2_train_v"])
 def test_stage1_loss_and_gradients_match_golden(golden_dir, tiny_weights, case_id):
-    from stablesr.golden import official_parameter_names
+    from stablesr.testing.golden import official_parameter_names
 
     index = json.loads((golden_dir / "index.json").read_text())
     case = next(c for c in index["cases"] if c["id"] == case_id)
@@ -150,7 +148,7 @@ def test_fresh_modules_from_a_diffusers_folder(tiny_weights, tmp_path):
 def test_trainer_loss_overfits_a_fixed_batch(tiny_weights, data_dir):
     """The trainer's own pieces (crop, degradation, VAE posterior, Stage1Model loss, AdamW) memorise one batch
     of a real photo: 30 steps at lr 1e-3 bring the loss down at least 4x (measured: about 6x)."""
-    from stablesr.io import read_image
+    from stablesr.imageio.read import read_image
     from stablesr.training.data import crop_flip
     from stablesr.training.degrade import Degrader
     from stablesr.training.sft import _optimizer, encode_latents
@@ -254,9 +252,14 @@ def test_two_process_gloo_run_matches_one_process(tiny_weights, data_dir, tmp_pa
               "--data.queue-size", "0", "--data.num-workers", "0", "--log-with", "null", "--validation-steps", "0",
               "--checkpointing-steps", "0", "--max-steps", "3", "--gradient-accumulation-steps", "1",
               "--export-official", "false", "--num-threads", "1", "--optim.lr", "1e-4", "--logging-steps", "1"]
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous (a fixed one may be taken on a shared box)
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29561", "-m", "stablesr.training", "train", "sft", *common, "--train-batch-size", "1",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                          "127.0.0.1", "--master_port", port, "-m", "stablesr.training", "train", "sft", *common, "--train-batch-size", "1",
                           "--output-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run([sys.executable, "-m", "stablesr.training", "train", "sft", *common, "--train-batch-size",

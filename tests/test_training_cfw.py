@@ -14,8 +14,7 @@ from stablesr.training.cfw_data import make_cfw_data
 from stablesr.training.config import CFWTrainConfig, MakeCFWDataConfig, ModelConfig, load_config
 from stablesr.training.perceptual import LPIPS, PatchDiscriminator, lpips_package_weights, vgg16_features
 
-pytestmark = pytest.mark.filterwarnings("ignore:stablesr.degradation is not available",
-                                        "ignore:LPIPS uses a RANDOMLY INITIALISED VGG16")
+pytestmark = pytest.mark.filterwarnings("ignore:LPIPS uses a RANDOMLY INITIALISED VGG16")
 
 
 @pytest.fixture(autouse=True)

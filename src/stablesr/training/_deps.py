@@ -1,6 +1,8 @@
 """The one place training imports stablesr internals from (the package layout may move; only this file follows).
 
-Everything training needs from the inference side is re-exported here by the name training uses.
+Everything training needs from the inference side is re-exported here by the name training uses
+(``PipelineConfig`` is :class:`stablesr.config.ModelConfig`, renamed to keep it apart from the training
+``ModelConfig``).
 """
 
 from __future__ import annotations
@@ -26,16 +28,19 @@ from ..checkpoints.official_config import (
     official_ldm_config,
     read_config_file,
 )
-from ..denoiser import StableSRDenoiser, TextConditioning
+from ..config import ModelConfig as PipelineConfig
+from ..diffusion.denoiser import StableSRDenoiser, TextConditioning
+from ..diffusion.sampling import NoiseSource, q_sample, sample_ddpm
+from ..diffusion.schedules import DiffusionSchedule
 from ..errors import CheckpointError, InputImageError, StableSRError
-from ..io import IMAGE_EXTENSIONS, read_image, write_image
+from ..imageio.naming import IMAGE_EXTENSIONS
+from ..imageio.read import read_image
+from ..imageio.write import write_image
 from ..models.cfw import FUSED_LEVELS, CFWAutoencoderKL
 from ..models.sft import SFTAdapter, unet_resnet_paths
 from ..models.text import PromptEncoder
 from ..models.time_aware_encoder import TimeAwareEncoder
-from ..pipeline import PipelineConfig, StableSRPipeline
-from ..sampling import NoiseSource, q_sample, sample_ddpm
-from ..schedules import DiffusionSchedule
+from ..pipeline import StableSRPipeline
 
 __all__ = [
     "ENCODER_PREFIX",

@@ -12,6 +12,7 @@ pipeline decoding with the trained CFW.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +212,6 @@ def _export(cfg: CFWTrainConfig, vae: CFWAutoencoderKL, disc: nn.Module) -> tupl
         if pipe.struct_vae is None:  # the stage-1 VAE keeps encoding the LR for the diffusion model
             pipe.struct_vae = pipe.vae
         pipe.vae = vae.eval()
-        pipe.config.default_cfw_weight = 0.5
+        pipe.config = dataclasses.replace(pipe.config, default_fidelity=0.5)
         model_dir = pipe.save_pretrained(out / "model")
     return model_dir, official

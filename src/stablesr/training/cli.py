@@ -47,7 +47,10 @@ def run_make_cfw_data(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add ``train`` (``sft``, ``cfw``) and ``make-cfw-data`` to a CLI's subparsers."""
+    """Add ``train`` (``sft``, ``cfw``) and ``make-cfw-data`` to a CLI's subparsers.
+
+    Each leaf parser gets ``func`` and ``handler`` defaults (the run function, returning an exit code).
+    """
     parents = list(parents)
     train = subparsers.add_parser("train", parents=parents, help="train StableSR (stage 1: sft, stage 2: cfw)",
                                   description="Train StableSR on your own photos. Multi-GPU: `accelerate launch "
@@ -57,18 +60,18 @@ def register(subparsers: argparse._SubParsersAction, parents: Sequence[argparse.
                             description="Stage 1: the time-aware encoder and the SFT layers train on a frozen "
                                         "SD-2.x UNet (official recipe by default).")
     add_config_flags(sft, SFTTrainConfig)
-    sft.set_defaults(func=run_train_sft)
+    sft.set_defaults(func=run_train_sft, handler=run_train_sft)
     cfw = stages.add_parser("cfw", parents=parents, help="stage 2: CFW fusion layers",
                             description="Stage 2: only the CFW fusion layers (and the discriminator) train, on "
                                         "a folder from `make-cfw-data`.")
     add_config_flags(cfw, CFWTrainConfig)
-    cfw.set_defaults(func=run_train_cfw)
+    cfw.set_defaults(func=run_train_cfw, handler=run_train_cfw)
     data = subparsers.add_parser("make-cfw-data", parents=parents, help="generate stage-2 training data",
                                  description="Run a stage-1 model on degraded pairs and save inputs/, gts/, "
                                              "latents/, samples/ (official layout); sharded over processes, "
                                              "resumable.")
     add_config_flags(data, MakeCFWDataConfig)
-    data.set_defaults(func=run_make_cfw_data)
+    data.set_defaults(func=run_make_cfw_data, handler=run_make_cfw_data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

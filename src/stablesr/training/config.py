@@ -63,9 +63,9 @@ class DataConfig:
     gt_size: int = 512
     use_hflip: bool = True
     min_side: int = 0  # skip images whose shorter side is below this (official rejects area < 384^2)
-    degradation: str = "realesrgan"  # preset of stablesr.degradation
-    use_usm: bool = True
-    no_degradation_prob: float = 0.01
+    degradation: str = "realesrgan"  # preset of stablesr.degradation (realesrgan, realesrgan-768v, face, bicubic)
+    use_usm: bool | None = None  # None: the preset's (realesrgan: on)
+    no_degradation_prob: float | None = None  # None: the preset's (realesrgan: 0.01)
     queue_size: int = 180  # training-pair pool; 0 disables
     num_workers: int = 2
 

@@ -1,42 +1,25 @@
 """Adapter between training and the Real-ESRGAN degradation of :mod:`stablesr.degradation`.
 
 Training never synthesises degradations itself: this file is the only place that calls the
-degradation module (``DegradationConfig.from_preset``, ``sample_params``, ``degrade``,
-``usm_sharpen``). Each sample gets its own generator, so a pair depends only on the run seed and
-the sample's global index, never on the batch split across processes.
-
-Until ``stablesr.degradation`` is available, :class:`Degrader` falls back to a PLAIN BICUBIC x4
-DOWNSCALE (no blur, noise, JPEG or USM). That fallback exists so the trainer can be tested; it is
-announced with a warning and ``Degrader.kind == "bicubic-fallback"``, and is not a training recipe.
+degradation module. Each sample gets its own generator, so a pair depends only on the run seed and
+the sample's global index, never on how the batch is split across processes.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import torch
-import torch.nn.functional as F
 
-BICUBIC_FALLBACK = "bicubic-fallback"
-
-
-def _degradation_module():
-    try:
-        from .. import degradation  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return degradation if hasattr(degradation, "degrade") else None
+from ..degradation import DegradationConfig, degrade, sample_params, target_image, training_input, usm_sharpen
 
 
 class Degrader:
-    """GT batch in [0, 1] -> (target GT, LR upsampled back to the GT size), per OFFICIAL.md 6.2 steps 1-7.
+    """GT batch in [0, 1] -> (target, LR resized back to the GT size), OFFICIAL.md 6.2 steps 1-7.
 
     Args:
-        preset: degradation preset name (``"realesrgan"``; the 768-v recipe uses its own JPEG range).
-        use_usm: sharpen the GT first; both the LR and the target come from the sharpened GT.
-        no_degradation_prob: probability that a sample's LR is its GT (official 0.01).
-        scale: the LR is ``1/scale`` of the GT before it is resized back.
-        allow_fallback: use the bicubic stand-in when the degradation module is missing.
+        preset: a :data:`stablesr.degradation.PRESETS` name (``realesrgan``, ``realesrgan-768v``, ``face``, ...).
+        use_usm: sharpen the GT first (both the LR and the target come from the sharpened GT);
+            ``None`` keeps the preset's choice.
+        no_degradation_prob: probability that a sample's LR is its target; ``None`` keeps the preset's.
 
     Example:
         >>> d = Degrader("realesrgan", use_usm=False, no_degradation_prob=0.0)
@@ -45,35 +28,23 @@ class Degrader:
         torch.Size([2, 3, 64, 64])
     """
 
-    def __init__(self, preset: str = "realesrgan", *, use_usm: bool = True, no_degradation_prob: float = 0.01,
-                 scale: int = 4, allow_fallback: bool = True) -> None:
-        self.module = _degradation_module()
-        self.use_usm, self.no_degradation_prob, self.scale = use_usm, no_degradation_prob, scale
-        if self.module is not None:
-            self.cfg = self.module.DegradationConfig.from_preset(preset)
-            self.kind = preset
-        elif allow_fallback:
-            self.cfg, self.kind = None, BICUBIC_FALLBACK
-            warnings.warn("stablesr.degradation is not available: training pairs use a PLAIN BICUBIC x4 downscale "
-                          "(test stand-in, not the Real-ESRGAN recipe)", stacklevel=2)
-        else:
-            raise RuntimeError("stablesr.degradation is not available")
+    def __init__(self, preset: str = "realesrgan", *, use_usm: bool | None = None,
+                 no_degradation_prob: float | None = None) -> None:
+        overrides = {k: v for k, v in {"use_usm": use_usm, "no_degradation_prob": no_degradation_prob}.items()
+                     if v is not None}
+        self.cfg = DegradationConfig.from_preset(preset, **overrides)
+        self.kind = preset
 
     def _one(self, gt: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w = gt.shape[-2:]
-        if self.module is None:
-            lr = F.interpolate(gt, size=(h // self.scale, w // self.scale), mode="bicubic", antialias=True,
-                               align_corners=False)
-        else:
-            if self.use_usm:
-                gt = self.module.usm_sharpen(gt)
-            params = self.module.sample_params(self.cfg, 1, generator)
-            lr = self.module.degrade(gt, params)
-        lr = F.interpolate(lr.clamp(0, 1), size=(h, w), mode="bicubic", align_corners=False)  # back to GT size
-        keep_gt = torch.rand((), generator=generator).item() < self.no_degradation_prob
-        if keep_gt or torch.isnan(lr).any():
-            lr = gt.clone()
-        return gt, lr
+        if self.cfg.use_usm:
+            gt = usm_sharpen(gt)
+        params = sample_params(self.cfg, 1, generator)
+        lr = degrade(gt, params)
+        target = target_image(gt, params)
+        lr = training_input(target, lr, params)  # bicubic back to the GT size; LR <- GT on no_degradation
+        if torch.isnan(lr).any():  # official: a NaN LR is replaced by the GT
+            lr = target.clone()
+        return target, lr
 
     @torch.no_grad()
     def __call__(self, gt: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,7 +135,7 @@ def save_stage1_pipeline(parts, directory: str | Path, *, cfw: CFWAutoencoderKL 
     config = PipelineConfig(parameterization=spec.parameterization, sample_size=spec.image_size,
                             scale_factor=spec.scale_factor, linear_start=spec.linear_start,
                             linear_end=spec.linear_end, name=Path(directory).parent.name or "stablesr-trained",
-                            **({} if cfw is not None else {"default_cfw_weight": 0.0}))
+                            **({} if cfw is not None else {"default_fidelity": 0.0}))
     pipe = StableSRPipeline(parts.unet, parts.sft, parts.encoder, cfw if cfw is not None else parts.vae,
                             struct_vae=parts.vae if cfw is not None else None,
                             prompt_encoder=PromptEncoder({"": parts.context.detach().cpu()}), config=config)

@@ -39,7 +39,7 @@ def render_validation(parts, pairs, *, steps: int, seed: int, out_dir: Path, ste
                             prompt_encoder=PromptEncoder({"": parts.context.detach().cpu()}),
                             config=PipelineConfig(parameterization=spec.parameterization, sample_size=spec.image_size,
                                                   scale_factor=spec.scale_factor, linear_start=spec.linear_start,
-                                                  linear_end=spec.linear_end, default_cfw_weight=0.0))
+                                                  linear_end=spec.linear_end, default_fidelity=0.0))
     pipe.set_progress_bar_config(disable=True)
     dev = next(parts.unet.parameters()).device
     was_training = parts.encoder.training
