@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
 
-from ._deps import StableSRError
+from ..errors import StableSRError
 from .config import CFWTrainConfig, MakeCFWDataConfig, SFTTrainConfig, add_config_flags, config_from_args
 
 
@@ -46,11 +47,9 @@ def run_make_cfw_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add ``train`` (``sft``, ``cfw``) and ``make-cfw-data`` to a CLI's subparsers.
-
-    Each leaf parser gets ``func`` and ``handler`` defaults (the run function, returning an exit code).
-    """
+def register_train(subparsers: argparse._SubParsersAction,
+                   parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    """Add ``train`` with its stages ``sft`` and ``cfw``; returns the ``train`` parser."""
     parents = list(parents)
     train = subparsers.add_parser("train", parents=parents, help="train StableSR (stage 1: sft, stage 2: cfw)",
                                   description="Train StableSR on your own photos. Multi-GPU: `accelerate launch "
@@ -66,12 +65,38 @@ def register(subparsers: argparse._SubParsersAction, parents: Sequence[argparse.
                                         "a folder from `make-cfw-data`.")
     add_config_flags(cfw, CFWTrainConfig)
     cfw.set_defaults(func=run_train_cfw, handler=run_train_cfw)
-    data = subparsers.add_parser("make-cfw-data", parents=parents, help="generate stage-2 training data",
+    return train
+
+
+def register_make_cfw_data(subparsers: argparse._SubParsersAction,
+                           parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    """Add ``make-cfw-data``; returns its parser."""
+    data = subparsers.add_parser("make-cfw-data", parents=list(parents), help="generate stage-2 training data",
                                  description="Run a stage-1 model on degraded pairs and save inputs/, gts/, "
                                              "latents/, samples/ (official layout); sharded over processes, "
                                              "resumable.")
     add_config_flags(data, MakeCFWDataConfig)
     data.set_defaults(func=run_make_cfw_data, handler=run_make_cfw_data)
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run whichever training command ``args`` selected (the leaf parsers set ``func``)."""
+    return int(args.func(args))
+
+
+def register(subparsers: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add ``train`` (``sft``, ``cfw``) and ``make-cfw-data`` to a CLI's subparsers.
+
+    Each leaf parser gets ``func`` and ``handler`` defaults (the run function, returning an exit code).
+    """
+    register_train(subparsers, parents)
+    register_make_cfw_data(subparsers, parents)
+
+
+# Plug-ins in the shape of the main CLI's COMMANDS entries (``register(sub, parents) -> parser`` + ``run``).
+TRAIN = SimpleNamespace(register=register_train, run=run)
+MAKE_CFW_DATA = SimpleNamespace(register=register_make_cfw_data, run=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._deps import StableSRError
+from ..errors import StableSRError
 
 T = TypeVar("T")
 
