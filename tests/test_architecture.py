@@ -27,8 +27,9 @@ RANKS: dict[str, int] = {
     "imageio": 7,  # the only room that knows files
     "runtime": 8,  # device, distributed, memory, console, batch runner
     "hub": 9, "service": 9,  # model loading; the Upscaler that every front end calls
-    "cli": 10, "__main__": 10,
-    "app": 11, "training": 11, "evaluation": 11, "testing": 11, "golden": 11,
+    "app": 10, "training": 10, "evaluation": 10, "testset": 10,  # features, each with a Python API
+    "testing": 10, "golden": 10,
+    "cli": 11, "__main__": 11,  # the command line: one module per command, over the rooms below
     "__init__": 12,  # the package's lazy public names
 }
 

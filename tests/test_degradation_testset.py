@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stablesr.degradation.cli import main
+from stablesr.cli import main
 
 
 @pytest.fixture()

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from contextlib import suppress
 
 from ..errors import StableSRError, UsageError
-from . import convert, download, env, models, upscale
+from . import convert, download, env, make_testset, models, upscale
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, normalise_flags, print_error, version
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (upscale, download, models, convert, env)
+COMMANDS = (upscale, download, models, convert, env, make_testset)
 """The command modules, in the order ``stablesr --help`` lists them."""
 
 

@@ -13,15 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..degradation.config import PRESETS, DegradationConfig
 from ..errors import StableSRError
-from .config import PRESETS, DegradationConfig
+from ..runtime.device import resolve_device
 
-__all__ = ["main", "register", "run"]
+__all__ = ["register", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
     """Add the ``make-testset`` sub-command to an ``argparse`` sub-parsers object."""
     p = subparsers.add_parser(
         "make-testset",
@@ -48,7 +49,7 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     p.add_argument("--batch-size", type=int, default=8, help="pairs per batch (does not change the output)")
     p.add_argument("--skip-existing", action="store_true", help="skip pairs whose gt and lr files exist (resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    return p
 
 
 def _error(message: str) -> None:
@@ -57,25 +58,9 @@ def _error(message: str) -> None:
     tqdm.write(f"error: {' '.join(message.split())}", file=sys.stderr)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise StableSRError(f"--device {name}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise StableSRError(f"--device {name}: CUDA is not available")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise StableSRError(f"--device {name}: MPS is not available")
-    return str(dev)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``make-testset`` from parsed arguments; returns the exit code."""
-    from .testset import TestsetOptions, make_testset
+    from ..testset.builder import TestsetOptions, make_testset
 
     started = time.monotonic()
     try:
@@ -97,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             crop_size=args.crop_size,
             seed=args.seed,
             usm=args.usm,
-            device=_device(args.device),
+            device=str(resolve_device(None if args.device == "auto" else args.device)),
             batch_size=args.batch_size,
             skip_existing=args.skip_existing,
         )
@@ -112,12 +97,3 @@ def run(args: argparse.Namespace) -> int:
         print("failed: " + ", ".join(dict.fromkeys(tally.failed_files)), flush=True)
     print(tally.summary(time.monotonic() - started), flush=True)
     return EXIT_FAILED if tally.failed else EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stablesr.degradation make-testset ...``."""
-    parser = argparse.ArgumentParser(prog="python -m stablesr.degradation")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))

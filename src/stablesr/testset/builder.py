@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
+from ..degradation.config import DegradationConfig
+from ..degradation.ops import CropParams, crop_image, sample_crop, usm_sharpen
+from ..degradation.params import DegradationParams, sample_params
+from ..degradation.pipeline import degrade, target_image
 from ..errors import StableSRError
-from .config import DegradationConfig
-from .ops import CropParams, crop_image, sample_crop, usm_sharpen
-from .params import DegradationParams, sample_params
-from .pipeline import degrade, target_image
 
 __all__ = ["TestsetOptions", "TestsetTally", "make_testset", "pair_seed"]
 
@@ -84,7 +84,7 @@ def pair_seed(seed: int, stem: str, k: int) -> int:
 
 def list_images(hr_dir: Path) -> list[Path]:
     """Image files directly in ``hr_dir``, sorted (hidden files skipped)."""
-    from ._files import IMAGE_EXTENSIONS
+    from ..imageio.naming import IMAGE_EXTENSIONS
 
     return sorted(
         p for p in hr_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
@@ -157,7 +157,7 @@ def _exists(out_dir: Path, name: str) -> bool:
 
 
 def _load(source: Path) -> torch.Tensor:
-    from ._files import read_image
+    from ..imageio.read import read_image
 
     img = read_image(source)
     return torch.from_numpy(img.rgb.transpose(2, 0, 1).copy()).unsqueeze(0)
@@ -173,7 +173,7 @@ def _fail(tally: TestsetTally, report: Callable[[str], None], source: Path, reas
 
 def _flush(batch: list[_Pair], out_dir: Path, options: TestsetOptions, meta: dict[str, dict[str, Any]],
            tally: TestsetTally, report: Callable[[str], None], bar: Any) -> None:
-    from ._files import write_image
+    from ..imageio.write import write_image
 
     if not batch:
         return
