@@ -259,10 +259,10 @@ def test_two_process_gloo_run_matches_one_process(tiny_weights, data_dir, tmp_pa
         port = str(sock.getsockname()[1])
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                          "127.0.0.1", "--master_port", port, "-m", "stablesr.training", "train", "sft", *common, "--train-batch-size", "1",
+                          "127.0.0.1", "--master_port", port, "-m", "stablesr", "train", "sft", *common, "--train-batch-size", "1",
                           "--output-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "stablesr.training", "train", "sft", *common, "--train-batch-size",
+    one = subprocess.run([sys.executable, "-m", "stablesr", "train", "sft", *common, "--train-batch-size",
                           "2", "--output-dir", str(tmp_path / "one")], env=env, capture_output=True, text=True,
                          timeout=600, check=False)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -327,7 +327,7 @@ def test_readme_commands_with_a_real_kill_and_resume(data_dir, tmp_path):
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo / "src")}
     out = tmp_path / "OUT"
-    cmd = [sys.executable, "-m", "stablesr.training", "train", "sft", "--config", "examples/train_tiny.yaml",
+    cmd = [sys.executable, "-m", "stablesr", "train", "sft", "--config", "examples/train_tiny.yaml",
            "--output-dir", str(out), "--validation-steps", "0"]
     proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
@@ -350,7 +350,7 @@ def test_readme_commands_with_a_real_kill_and_resume(data_dir, tmp_path):
 
 
 def test_bad_inputs_give_one_line_errors(tiny_weights, data_dir, tmp_path, capsys):
-    from stablesr.training.cli import main
+    from stablesr.cli import main
     from stablesr.training.data import ImageFolderGT
 
     rc = main(["train", "sft", "--model.base", str(tmp_path / "missing.ckpt"), "--output-dir", str(tmp_path / "o")])

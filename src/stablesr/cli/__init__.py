@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from contextlib import suppress
 
 from ..errors import StableSRError, UsageError
-from . import convert, download, env, make_testset, models, ui, upscale
+from . import convert, download, env, make_testset, models, train, ui, upscale
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, normalise_flags, print_error, version
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (upscale, download, models, convert, env, make_testset, ui)
+COMMANDS = (upscale, download, models, convert, env, make_testset, ui, train.TRAIN, train.MAKE_CFW_DATA)
 """The command modules, in the order ``stablesr --help`` lists them."""
 
 

@@ -1,23 +1,21 @@
 """Command line: ``stablesr train sft|cfw`` and ``stablesr make-cfw-data``.
 
-``register(subparsers, parents)`` adds the commands to a parent CLI; ``main(argv)`` runs them on
-their own (``python -m stablesr.training train sft --config examples/train_tiny.yaml``). Every
-config field is a flag (``--max-steps 100``, ``--data.gt-size 256``); see ``--help``.
+Two command entries for :data:`stablesr.cli.COMMANDS`: :data:`TRAIN` and :data:`MAKE_CFW_DATA`. Every
+config field is a flag (``--max-steps 100``, ``--data.gt-size 256``); see ``--help``. Multi-GPU:
+``accelerate launch -m stablesr train sft ...`` or ``torchrun ... -m stablesr train sft ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-from ..errors import StableSRError
-from .config import CFWTrainConfig, MakeCFWDataConfig, SFTTrainConfig, add_config_flags, config_from_args
+from ..training.config import CFWTrainConfig, MakeCFWDataConfig, SFTTrainConfig, add_config_flags, config_from_args
 
 
 def run_train_sft(args: argparse.Namespace) -> int:
-    from .sft import train_sft
+    from ..training.sft import train_sft
 
     cfg = config_from_args(SFTTrainConfig, args)
     result = train_sft(cfg)
@@ -28,7 +26,7 @@ def run_train_sft(args: argparse.Namespace) -> int:
 
 
 def run_train_cfw(args: argparse.Namespace) -> int:
-    from .cfw import train_cfw
+    from ..training.cfw import train_cfw
 
     cfg = config_from_args(CFWTrainConfig, args)
     result = train_cfw(cfg)
@@ -38,7 +36,7 @@ def run_train_cfw(args: argparse.Namespace) -> int:
 
 
 def run_make_cfw_data(args: argparse.Namespace) -> int:
-    from .cfw_data import make_cfw_data
+    from ..training.cfw_data import make_cfw_data
 
     cfg = config_from_args(MakeCFWDataConfig, args)
     report = make_cfw_data(cfg)
@@ -53,7 +51,7 @@ def register_train(subparsers: argparse._SubParsersAction,
     parents = list(parents)
     train = subparsers.add_parser("train", parents=parents, help="train StableSR (stage 1: sft, stage 2: cfw)",
                                   description="Train StableSR on your own photos. Multi-GPU: `accelerate launch "
-                                              "-m stablesr.training train sft ...` (or torchrun).")
+                                              "-m stablesr train sft ...` (or torchrun).")
     stages = train.add_subparsers(dest="stage", metavar="STAGE", required=True)
     sft = stages.add_parser("sft", parents=parents, help="stage 1: time-aware encoder + SFT layers",
                             description="Stage 1: the time-aware encoder and the SFT layers train on a frozen "
@@ -82,32 +80,13 @@ def register_make_cfw_data(subparsers: argparse._SubParsersAction,
 
 def run(args: argparse.Namespace) -> int:
     """Run whichever training command ``args`` selected (the leaf parsers set ``func``)."""
-    return int(args.func(args))
-
-
-def register(subparsers: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add ``train`` (``sft``, ``cfw``) and ``make-cfw-data`` to a CLI's subparsers.
-
-    Each leaf parser gets ``func`` and ``handler`` defaults (the run function, returning an exit code).
-    """
-    register_train(subparsers, parents)
-    register_make_cfw_data(subparsers, parents)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume-from-checkpoint latest", flush=True)
+        raise
 
 
 # Plug-ins in the shape of the main CLI's COMMANDS entries (``register(sub, parents) -> parser`` + ``run``).
 TRAIN = SimpleNamespace(register=register_train, run=run)
 MAKE_CFW_DATA = SimpleNamespace(register=register_make_cfw_data, run=run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stablesr.training", description="StableSR training")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except StableSRError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume-from-checkpoint latest", file=sys.stderr)
-        return 130
