@@ -27,9 +27,10 @@ RANKS: dict[str, int] = {
     "imageio": 7,  # the only room that knows files
     "runtime": 8,  # device, distributed, memory, console, batch runner
     "hub": 9, "service": 9,  # model loading; the Upscaler that every front end calls
-    "cli": 10, "__main__": 10,
-    "app": 11, "training": 11, "evaluation": 11, "testing": 11, "golden": 11,
-    "__init__": 12,  # the package's lazy public names
+    "evaluation": 10,  # metrics and reports over image folders; exposed by the CLI (`eval`, `compare`, baselines)
+    "cli": 11, "__main__": 11,
+    "app": 12, "training": 12, "testing": 12, "golden": 12,
+    "__init__": 13,  # the package's lazy public names
 }
 
 #: Rooms that may import from fewer rooms than their rank allows.
