@@ -263,15 +263,24 @@ def clean_stale_temps(folder: str | os.PathLike[str], *, min_age_s: float = STAL
 
 
 def check_writable_folder(folder: str | os.PathLike[str]) -> None:
-    """Create ``folder`` if needed and prove it writable with a real temporary file; one-line OSError-free error.
+    """Check that ``folder`` can receive outputs, creating nothing (an existing folder gets a real test file).
 
-    Raises :class:`~stablesr.errors.InputImageError` naming the folder.
+    A missing folder is fine when its nearest existing parent is a writable folder (it is created at the
+    first write). Raises :class:`~stablesr.errors.InputImageError` naming the folder.
     """
     target = Path(folder)
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temp(target / "write-check")
-        os.close(fd)
-        os.unlink(tmp)
+        if target.is_dir():
+            fd, tmp = _create_temp(target / "write-check")
+            os.close(fd)
+            os.unlink(tmp)
+            return
+        parent = target
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot create folders in {parent}")
     except OSError as e:
         raise InputImageError(target, f"output folder is not writable ({e.strerror or e})") from None
