@@ -320,6 +320,13 @@ def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, console: C
         return ClassicalUpscaler(args.model)  # type: ignore[return-value]
     device = resolve_device(args.device, local_rank=dist_info.local_rank if dist_info.distributed else None)
     dtype = resolve_dtype(args.precision, device)
+    if device.type == "cpu" and not args.threads and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        from ..runtime.device import default_threads
+
+        torch.set_num_threads(default_threads())  # not every core of a busy box: see --threads
+        console.detail(f"{torch.get_num_threads()} CPU threads (set --threads to change)")
     if not args.debug:
         quiet_library_logs()
     upscaler = Upscaler.load(model_spec(args), device, dtype, announce=dist_info.rank == 0, progress=bars,
