@@ -2,7 +2,7 @@
 
 The weights cannot tell their prediction type (eps or v) nor their native resolution, and the released
 files look alike. :func:`resolve_single_file` decides, in this order: explicit settings (``--prediction-type``,
-``--sample-size``), a named preset, the file's identity as an official release file (byte size, then cached
+``--sample-size``), a named preset (when no config is given), the file's identity as an official release file (byte size, then cached
 sha256: a renamed 768-v file is still 768-v), an official config that states ``parameterization``, the file
 name, and last the SD-2 default (eps at the config's size, or 512) with ONE one-line warning saying what
 was assumed and how to change it. A file that is not a diffusion checkpoint at all (a CFW autoencoder
@@ -108,7 +108,9 @@ def resolve_single_file(
     stated, config_size = _config_prediction(config_model)
     named = detect_variant(p)
     released = PRESETS.get(ident.preset) if ident is not None else None
-    for source, told in (("preset", preset), ("release file", released)):
+    # A named preset speaks for files without a config (with one, the config is the architecture asked for);
+    # a release file recognised by content is what it is, config or not.
+    for source, told in (("preset", preset if config_model is None else None), ("release file", released)):
         if told is not None:
             return ResolvedCheckpoint(prediction_type or told.prediction_type, sample_size or told.image_size,
                                       "flags" if prediction_type and sample_size else source, preset=told.name)
