@@ -53,7 +53,7 @@ def tiny_flags(tiny_weights: dict[str, Path]) -> list[str]:
             pytest.skip(f"{tiny_weights[key]} not available")
     return ["--checkpoint", str(tiny_weights["ldm"]), "--cfw-checkpoint", str(tiny_weights["cfw"]),
             "--config", str(tiny_weights["config"]), "--prompt-embeds", str(tiny_weights["prompt_embeds"]),
-            "--steps", "1", "--device", "cpu"]
+            "--prediction-type", "eps", "--steps", "1", "--device", "cpu"]
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 600
@@ -357,10 +357,13 @@ def test_underscore_flags_are_normalised() -> None:
 
 
 def test_plan_jobs_refuses_clashes_and_overwriting_inputs(tmp_path: Path) -> None:
-    a, b, c = tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.png", tmp_path / "c" / "y.png"
-    jobs = plan_jobs([a, b, c], tmp_path / "out", suffix="", ext="png")
-    assert [j.problem is None for j in jobs] == [True, False, True]
-    assert str(a) in (jobs[1].problem or "")
+    a, b, c, d = (tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.png", tmp_path / "c" / "y.png",
+                  tmp_path / "d" / "x.jpg")
+    jobs = plan_jobs([a, b, c, d], tmp_path / "out", suffix="", ext="png")
+    # x.jpg + x.png: each keeps its source extension; a second x.jpg still clashes with the first
+    assert [j.target.name for j in jobs] == ["x_jpg.png", "x_png.png", "y.png", "x_jpg.png"]
+    assert [j.problem is None for j in jobs] == [True, True, True, False]
+    assert str(a) in (jobs[3].problem or "")
     same = plan_jobs([a, b], tmp_path / "out", suffix="", ext="same")  # x.jpg and x.png: no clash
     assert all(j.problem is None for j in same)
     onto_input = plan_jobs([c], tmp_path / "c", suffix="", ext="png")

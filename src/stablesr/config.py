@@ -162,6 +162,12 @@ def check_options(o: UpscaleOptions) -> None:
         raise OptionsError(f"steps must be in 1..1000, got {o.steps}")
     if o.sampler not in SAMPLERS:
         raise OptionsError(f"unknown sampler {o.sampler!r}; choose {' or '.join(SAMPLERS)}")
+    if not (isinstance(o.eta, (int, float)) and 0.0 <= o.eta <= 1.0):  # eta > 1 drives DDIM to NaN (black images)
+        raise OptionsError(f"eta must be in [0, 1], got {o.eta}")
+    if o.sampler == "ddpm" and o.eta != 0.0:
+        raise OptionsError(f"eta applies to the ddim sampler only (got eta {o.eta} with ddpm); use sampler ddim")
+    if not (isinstance(o.guidance_scale, (int, float)) and math.isfinite(o.guidance_scale) and o.guidance_scale >= 0):
+        raise OptionsError(f"guidance_scale must be a finite number >= 0, got {o.guidance_scale}")
     if o.fidelity is not None and not 0.0 <= o.fidelity <= 1.0:
         raise OptionsError(f"fidelity must be in [0, 1], got {o.fidelity}")
     if o.color_fix is not None and o.color_fix not in COLOR_FIXES:

@@ -222,6 +222,8 @@ class ModelSpec:
     config: str | os.PathLike[str] | None = None
     prompt_embeds: str | os.PathLike[str] | None = None
     offline: bool = False
+    prediction_type: str | None = None  # "eps" / "v": overrides what the file, preset or config say
+    sample_size: int | None = None  # native resolution in pixels (512, 768): likewise
 
 
 def load_model(
@@ -249,8 +251,10 @@ def load_model(
         needed = (preset.ckpt.name,) if spec.cfw_checkpoint is not None else preset.filenames
         paths = download(preset, offline=spec.offline, files=needed, announce=announce)
         cfw = spec.cfw_checkpoint if spec.cfw_checkpoint is not None else paths[preset.cfw_ckpt.name]
-        pipe = StableSRPipeline.from_single_file(paths[preset.ckpt.name], cfw, prediction_type=preset.prediction_type,
-                                                 image_size=preset.image_size, prompt_embeds=spec.prompt_embeds,
+        pipe = StableSRPipeline.from_single_file(paths[preset.ckpt.name], cfw,
+                                                 prediction_type=spec.prediction_type or preset.prediction_type,
+                                                 image_size=spec.sample_size or preset.image_size,
+                                                 prompt_embeds=spec.prompt_embeds,
                                                  dtype=dtype, device=device)
     elif Path(spec.checkpoint).is_dir() or not Path(spec.checkpoint).exists():  # a folder, or a hub repo holding one
         if spec.cfw_checkpoint or spec.config or spec.prompt_embeds:
@@ -259,14 +263,36 @@ def load_model(
         pipe = StableSRPipeline.from_pretrained(spec.checkpoint, dtype=dtype, device=device,
                                                 local_files_only=spec.offline)
     else:
-        told = preset if preset is not None and not spec.config else None  # the preset says what the name may not
-        pipe = StableSRPipeline.from_single_file(spec.checkpoint, spec.cfw_checkpoint, config=spec.config,
-                                                 prompt_embeds=spec.prompt_embeds, dtype=dtype, device=device,
-                                                 prediction_type=told.prediction_type if told else None,
-                                                 image_size=told.image_size if told else None)
-        if not spec.cfw_checkpoint and note is not None:
-            note("no CFW checkpoint: decoding with the checkpoint's own VAE (fidelity has no effect)")
+        pipe, preset = _load_single_file(spec, preset, device, dtype, note)
     if preset is not None:
         defaults = preset.model_defaults()
         pipe.config = replace(pipe.config, **{k: v for k, v in defaults.items() if k.startswith("default_") or k == "name"})
     return pipe
+
+
+def _load_single_file(spec: ModelSpec, preset: ModelPreset | None, device: str | torch.device | None,
+                      dtype: torch.dtype | None, note: Callable[[str], None] | None
+                      ) -> tuple[StableSRPipeline, ModelPreset | None]:
+    """An official checkpoint file: its settings decided by content (see :mod:`stablesr.checkpoints.resolve`).
+
+    Returns the pipeline and the preset whose defaults apply (named, or the release file identified).
+    """
+    from .checkpoints.official_config import read_config_file
+    from .checkpoints.resolve import resolve_single_file
+    from .pipeline import StableSRPipeline
+
+    tell = note or (lambda line: print(line, file=sys.stderr, flush=True))
+    config_model = read_config_file(spec.config) if spec.config else None
+    told = resolve_single_file(spec.checkpoint, prediction_type=spec.prediction_type, sample_size=spec.sample_size,
+                               preset=preset, config_model=config_model,
+                               on_hash=lambda p: tell(f"note: identifying {p.name} by its sha256 (once per file)"))
+    if told.warning:
+        print(told.warning, file=sys.stderr, flush=True)  # a warning, shown even with --quiet
+    pipe = StableSRPipeline.from_single_file(spec.checkpoint, spec.cfw_checkpoint, config=spec.config,
+                                             prompt_embeds=spec.prompt_embeds, dtype=dtype, device=device,
+                                             prediction_type=told.prediction_type, image_size=told.sample_size)
+    if not spec.cfw_checkpoint and note is not None:
+        note("no CFW checkpoint: decoding with the checkpoint's own VAE (fidelity has no effect)")
+    if preset is None and told.preset is not None and told.source == "release file":
+        preset = resolve_preset(told.preset)
+    return pipe, preset

@@ -13,12 +13,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import UpscaleOptions
+from .config import Init, Quirks, UpscaleOptions
+from .errors import OptionsError, StableSRError
 from .hub import ModelSpec, load_model
 from .imageio.read import LoadedImage
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     from .pipeline import StableSRPipeline
 
-__all__ = ["ModelSpec", "UpscaleResult", "Upscaler"]
+__all__ = ["ExpertOptions", "ModelSpec", "UpscaleResult", "Upscaler"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,33 @@ class UpscaleResult:
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ExpertOptions:
+    """Settings for parity runs and experiments, handed to the pipeline as they are.
+
+    ``init``: start from the LR latent noised to the first step, or from pure noise; ``start_timestep``:
+    begin there (needs ``noised_lr``); ``vae_tile_overlap``: VAE tile overlap in pixels (default a quarter
+    tile); ``quirks``: the official behaviours to reproduce (``Quirks.official()`` for all).
+
+    Example:
+        >>> ExpertOptions(init="noise").quirks == Quirks()
+        True
+    """
+
+    init: Init = "noised_lr"
+    start_timestep: int | None = None
+    vae_tile_overlap: int | None = None
+    quirks: Quirks = field(default_factory=Quirks)
+
+    def __post_init__(self) -> None:
+        if self.start_timestep is not None and not 0 <= self.start_timestep <= 999:
+            raise OptionsError(f"start_timestep must be in 0..999, got {self.start_timestep}")
+        if self.start_timestep is not None and self.init == "noise":
+            raise OptionsError("start_timestep needs init noised_lr (it noises the LR latent to that step)")
+        if self.vae_tile_overlap is not None and self.vae_tile_overlap < 0:
+            raise OptionsError(f"vae_tile_overlap must be >= 0, got {self.vae_tile_overlap}")
 
 
 class Upscaler:
@@ -62,11 +90,31 @@ class Upscaler:
         if options.guidance_scale != 1.0:
             self.pipe.encode_prompt(options.negative_prompt or "")
 
-    def upscale(self, image: LoadedImage | np.ndarray, options: UpscaleOptions) -> UpscaleResult:
+    def check_size(self, size: tuple[int, int], scale: float, max_pixels: int | None) -> None:
+        """Refuse (one line) an image whose output, or the canvas it is worked on, exceeds ``max_pixels``.
+
+        Inputs whose upscaled short side is below the model's size are worked on at that size: a 1x300
+        image at scale 1 on the 512 model becomes a 512x153600 canvas, which this refuses.
+        """
+        from .imaging.geometry import Geometry
+
+        if max_pixels is None:
+            return
+        geo = Geometry.plan(size, scale, self.pipe.config.sample_size)
+        for what, (h, w) in (("output", geo.target), ("working canvas", geo.padded)):
+            if h * w > max_pixels:
+                why = "" if what == "output" else f" (the model needs a {self.pipe.config.sample_size} px short side)"
+                raise StableSRError(f"the {what} would be {w}x{h} ({h * w / 1e6:.1f} MP){why}, over "
+                                    f"--max-output-pixels {max_pixels}; lower -s, crop the image, or raise the "
+                                    "limit (0 = none)")
+
+    def upscale(self, image: LoadedImage | np.ndarray, options: UpscaleOptions,
+                expert: ExpertOptions | None = None) -> UpscaleResult:
         """Upscale one image: a :class:`~stablesr.imageio.read.LoadedImage`, or an HxW[x3|x4] array in [0, 1].
 
         The noise comes from a CPU generator seeded with ``options.seed``, so every device and every
-        rerun draws the same noise.
+        rerun draws the same noise. An input holding NaN/Inf is refused, and a result holding NaN/Inf
+        raises :class:`~stablesr.errors.StableSRError` rather than being returned as a black image.
         """
         import torch
 
@@ -74,14 +122,20 @@ class Upscaler:
             pixels = image.rgb if image.alpha is None else np.dstack([image.rgb, image.alpha])
         else:
             pixels = image
-        o = options
+        if np.issubdtype(np.asarray(pixels).dtype, np.floating) and not np.isfinite(pixels).all():
+            raise StableSRError("the input holds NaN or infinite values")
+        o, x = options, expert or ExpertOptions()
         output = self.pipe(
             pixels, o.scale, o.steps, sampler=o.sampler, eta=o.eta, fidelity=o.fidelity, color_fix=o.color_fix,
             guidance_scale=o.guidance_scale, prompt=o.prompt, negative_prompt=o.negative_prompt,
             tile_size=o.tile_size, tile_overlap=o.tile_overlap, tile_batch_size=o.tile_batch_size,
             vae_tile_size=o.vae_tile_size, generator=torch.Generator().manual_seed(o.seed), output_type="np",
+            init=x.init, start_timestep=x.start_timestep, vae_tile_overlap=x.vae_tile_overlap, quirks=x.quirks,
         )
         assert not isinstance(output, tuple)  # return_dict=True
         out = output.images[0]
+        if not np.isfinite(out).all():
+            raise StableSRError("the model produced NaN/Inf values (nothing was saved); try --precision fp32, "
+                                "another --sampler or smaller --eta/--guidance-scale")
         return UpscaleResult(np.ascontiguousarray(out[..., :3]), np.ascontiguousarray(out[..., 3]) if out.shape[-1] == 4
                              else None)

@@ -242,8 +242,8 @@ def unknown_file_warning(path: str | os.PathLike[str], info: StateDictInfo, *, p
         "my.ckpt: not an official StableSR release file; read as a full StableSR diffusion checkpoint (SD 2.x, ...
     """
     other_type = "v" if prediction_type == "eps" else "eps"
-    other_size = 768 if sample_size == 512 else 512
+    other_size = 768 if other_type == "v" else 512
     return (f"{path}: not an official StableSR release file; read as a {info.describe()}, assuming prediction "
             f"type '{prediction_type}' at {sample_size} px (the weights cannot tell); if results look wrong, "
-            f"pass --prediction-type {other_type} --sample-size {other_size} (768-v models) or the settings it "
-            "was trained with")
+            f"pass --prediction-type {other_type} --sample-size {other_size}"
+            + (" (768-v models)" if other_type == "v" else "") + " or the settings it was trained with")

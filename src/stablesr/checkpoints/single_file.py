@@ -58,6 +58,8 @@ def build_from_single_file(
         spec = LDMSpec.from_official(model)
         if prediction_type is not None:
             spec.parameterization = prediction_type
+        if image_size is not None:  # what a release file / the user says beats the config's default
+            spec.image_size = image_size
     else:
         size = image_size or variant.get("sample_size", 512)
         spec = LDMSpec.from_official(official_ldm_config(size, prediction_type or variant.get("parameterization", "eps")))

@@ -1,4 +1,4 @@
-"""The ``stablesr`` command line: ``upscale``, ``download``, ``models``, ``convert`` and ``env``.
+"""The ``stablesr`` command line: ``upscale``, ``download``, ``models``, ``convert``, ``env``, ``eval``, ``compare``.
 
 Every error a user can cause ends as one line on stderr and an exit code, never a traceback
 (``--debug`` shows them): 0 success, 1 some images failed, 2 usage error, no inputs, or the model
@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from contextlib import suppress
 
 from ..errors import StableSRError, UsageError
+from ..evaluation import cli as evaluation_cli
 from . import convert, download, env, make_testset, models, train, ui, upscale
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, normalise_flags, print_error, version
+from .official import rewrite_official
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         command.register(sub, [common]).set_defaults(handler=command.run)
+    evaluation_cli.register(sub, [common])  # `eval` and `compare`: each sets `func`
     return parser
 
 
@@ -53,17 +56,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(normalise_flags(raw))
+        args = parser.parse_args(normalise_flags(rewrite_official(raw)))
     except UsageError as exc:
         print_error(str(exc))
         return EXIT_USAGE
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    if getattr(args, "handler", None) is None:
+    handler = getattr(args, "handler", None) or getattr(args, "func", None)
+    if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return int(args.handler(args))
+        return int(handler(args))
     except BrokenPipeError:  # `stablesr models | head -1`: the reader left; not an error worth a traceback
         with suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..config import PREDICTIONS
 from ..errors import UsageError
 from ..hub import ModelSpec
 from ..runtime.console import one_line
 from ..runtime.device import DTYPES
+from .official import precision
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -63,8 +65,8 @@ def normalise_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def number(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False
-           ) -> Callable[[str], Any]:
+def number(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           finite: bool = False) -> Callable[[str], Any]:
     """An argparse ``type`` that parses ``kind`` and checks bounds, with a one-line message."""
 
     def parse(text: str) -> Any:
@@ -73,6 +75,8 @@ def number(kind: type, low: float | None = None, high: float | None = None, *, l
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
                                              ) from None
+        if finite and math.isinf(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if math.isnan(value) or (low is not None and (value < low or (low_open and value == low))):
             bound = f"> {low}" if low_open else f">= {low}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
@@ -87,9 +91,17 @@ def add_model_flags(group: Any, *, model_help: str, checkpoint_flag: bool = True
     """``--model``, ``--checkpoint`` (unless the command takes it as a positional), CFW/config/prompt files."""
     group.add_argument("--model", default=None, metavar="NAME", help=model_help)
     if checkpoint_flag:
-        group.add_argument("--checkpoint", metavar="PATH",
-                           help="official .ckpt/.safetensors file, or a folder made by `stablesr convert`")
-    group.add_argument("--cfw-checkpoint", metavar="PATH", help="CFW autoencoder file (vqgan_cfw_00011.ckpt)")
+        group.add_argument("--checkpoint", "--ckpt", metavar="PATH",
+                           help="official .ckpt/.safetensors file, or a folder made by `stablesr convert`; official "
+                                "release files are recognised by content, whatever their name")
+    group.add_argument("--cfw-checkpoint", "--vqgan-ckpt", metavar="PATH",
+                       help="CFW autoencoder file (vqgan_cfw_00011.ckpt)")
+    group.add_argument("--prediction-type", choices=PREDICTIONS, default=None,
+                       help="what the diffusion model predicts (eps, or v for 768-v models); default: the release "
+                            "file's, the config's, or eps with a warning")
+    group.add_argument("--sample-size", "--input-size", metavar="PX", type=number(int, 64), default=None,
+                       help="the model's native resolution (512, or 768 for 768-v); default: the release file's, "
+                            "the config's, or 512")
     group.add_argument("--config", metavar="PATH", help="official-style YAML/JSON model config (other architectures)")
     group.add_argument("--prompt-embeds", metavar="PATH", help="precomputed prompt contexts (.safetensors)")
     group.add_argument("--offline", action="store_true", help="never download; use the Hugging Face cache only")
@@ -98,14 +110,17 @@ def add_model_flags(group: Any, *, model_help: str, checkpoint_flag: bool = True
 def add_device_flags(group: Any) -> None:
     group.add_argument("--device", metavar="DEVICE", default=None,
                        help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    group.add_argument("--precision", choices=sorted(DTYPES), default=None,
-                       help="network precision (default: fp16 on CUDA, else fp32)")
+    group.add_argument("--precision", type=precision, choices=sorted(DTYPES), default=None,
+                       help="network precision; the official spellings autocast (= fp16) and full (= fp32) work too "
+                            "(default: fp16 on CUDA, else fp32)")
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
     """The model the flags name."""
     return ModelSpec(preset=args.model, checkpoint=args.checkpoint, cfw_checkpoint=args.cfw_checkpoint,
-                     config=args.config, prompt_embeds=args.prompt_embeds, offline=args.offline)
+                     config=args.config, prompt_embeds=args.prompt_embeds, offline=args.offline,
+                     prediction_type=getattr(args, "prediction_type", None),
+                     sample_size=getattr(args, "sample_size", None))
 
 
 def check_model_files(args: argparse.Namespace) -> None:

@@ -12,16 +12,18 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import COLOR_FIXES, SAMPLERS, UpscaleOptions
+from ..config import COLOR_FIXES, INITS, MIN_VAE_TILE, SAMPLERS, Quirks, UpscaleOptions
 from ..errors import InputImageError, MissingWeightsError, StableSRError, UsageError
 from ..imageio.naming import OUTPUT_CHOICES, Job, final_target, path_key, plan_jobs
 from ..imageio.read import DEFAULT_MAX_PIXELS
 from ..runtime.batch import BatchRunner, Outcome, StopBatch, Tally
 from ..runtime.console import Console
 from ..runtime.distributed import DistInfo, all_reduce, ignore_termination, terminate_as_interrupt
+from ..service import ExpertOptions
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -34,54 +36,97 @@ from .common import (
     model_spec,
     number,
 )
+from .official import add_official_flags, apply_official, color_fix
 
 if TYPE_CHECKING:  # torch and the pipeline load lazily so `stablesr models` stays instant
     from ..service import Upscaler
 
 _DEFAULTS = UpscaleOptions()
+BASELINES = ("bicubic", "lanczos")  # --model names that need no weights (stablesr.evaluation.baselines)
+DEFAULT_MAX_OUTPUT_PIXELS = 36_000_000  # 6000 x 6000: a 1500 px image at 4x; larger runs take hours on most GPUs
+
+
+def vae_tile(text: str) -> int:
+    """``--vae-tile``: 0 (never tile) or at least the smallest tile the VAE can use."""
+    value = number(int, 0)(text)
+    if 0 < value < MIN_VAE_TILE:
+        raise argparse.ArgumentTypeError(f"must be 0 (never tile) or at least {MIN_VAE_TILE}, got {text}")
+    return value
+
+
+def quirks_flag(text: str) -> Quirks:
+    """``--quirks official|none|name,name``: which official behaviours to reproduce."""
+    names = [n.strip().replace("-", "_") for n in text.split(",") if n.strip()]
+    known = [f.name for f in fields(Quirks)]
+    if names == ["official"]:
+        return Quirks.official()
+    if names == ["none"]:
+        return Quirks(**{k: False for k in known})
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown quirk {', '.join(unknown) or text!r}; use official, none or "
+                                         f"a comma list of {', '.join(known)}")
+    return Quirks(**{k: k in names for k in known})
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "upscale", parents=parents, help="upscale images, folders or globs",
         description="Upscale images. INPUT: image files, folders (their images) or glob patterns. One bad file "
-                    "is reported and skipped. Under torchrun / accelerate launch each process takes its share.",
+                    "is reported and skipped. Under torchrun / accelerate launch each process takes its share. "
+                    "The official scripts' flag spellings work too (--ckpt, --init-img, --ddpm_steps, ...; "
+                    "see the README).",
         formatter_class=DefaultsFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    p.add_argument("-o", "--output", default="results", metavar="OUTDIR", help="output folder")
-    p.add_argument("-s", "--scale", metavar="X", type=number(float, 0, low_open=True), default=_DEFAULTS.scale,
-                   help="upscaling factor; any positive number (output = round(scale x input size))")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", "--outdir", default="results", metavar="OUTDIR", help="output folder")
+    p.add_argument("-s", "--scale", "--upscale", metavar="X", type=number(float, 0, low_open=True, finite=True),
+                   default=_DEFAULTS.scale, help="upscaling factor; any positive number (output = round(scale x input "
+                                                 "size))")
     model = p.add_argument_group("model")
-    add_model_flags(model, model_help="model preset (see `stablesr models`); default: turbo, or the checkpoint's "
-                                      "own settings")
+    add_model_flags(model, model_help="model preset (see `stablesr models`), or bicubic/lanczos (classical "
+                                      "baselines, no weights); default: turbo, or the checkpoint's own settings")
     add_device_flags(model)
+    model.add_argument("--threads", metavar="N", type=number(int, 1), default=None,
+                       help="CPU threads for torch (default: torch's; set it on a shared or busy machine)")
     sampling = p.add_argument_group("sampling")
-    sampling.add_argument("--steps", metavar="N", type=number(int, 1, 1000), default=_DEFAULTS.steps,
+    sampling.add_argument("--steps", "--ddpm-steps", metavar="N", type=number(int, 1, 1000), default=_DEFAULTS.steps,
                           help="sampling steps (default: the model's, e.g. 4 for turbo, 200 otherwise)")
     sampling.add_argument("--sampler", choices=SAMPLERS, default=_DEFAULTS.sampler, help="sampler")
-    sampling.add_argument("--eta", metavar="ETA", type=number(float, 0), default=_DEFAULTS.eta, help="DDIM eta")
-    sampling.add_argument("-w", "--fidelity", metavar="W", type=number(float, 0, 1), default=_DEFAULTS.fidelity,
+    sampling.add_argument("--eta", "--ddim-eta", metavar="ETA", type=number(float, 0, 1), default=None,
+                          help="DDIM eta in [0, 1] (ddim only; default 0)")
+    sampling.add_argument("-w", "--fidelity", "--dec-w", metavar="W", type=number(float, 0, 1),
+                          default=_DEFAULTS.fidelity,
                           help="CFW weight: 0 = most realistic, 1 = most faithful (default: the model's)")
-    sampling.add_argument("--color-fix", choices=COLOR_FIXES, default=_DEFAULTS.color_fix,
-                          help="colour correction against the input (default: the model's)")
-    sampling.add_argument("--guidance-scale", metavar="G", type=number(float, 0), default=_DEFAULTS.guidance_scale,
-                          help="classifier-free guidance against --negative-prompt (1 = off)")
+    sampling.add_argument("--color-fix", "--colorfix-type", type=color_fix, choices=COLOR_FIXES,
+                          default=_DEFAULTS.color_fix,
+                          help="colour correction against the input; nofix = none (default: the model's)")
+    sampling.add_argument("--guidance-scale", metavar="G", type=number(float, 0, finite=True), default=None,
+                          help="classifier-free guidance against --negative-prompt (1 = off; default 1)")
     sampling.add_argument("--prompt", metavar="TEXT", default=_DEFAULTS.prompt,
                           help="text prompt (the models were trained with the empty one)")
     sampling.add_argument("--negative-prompt", metavar="TEXT", default=_DEFAULTS.negative_prompt,
                           help="negative prompt (needs --guidance-scale != 1)")
     sampling.add_argument("--seed", metavar="N", type=int, default=_DEFAULTS.seed,
                           help="random seed, the same for every image")
+    sampling.add_argument("--init", choices=INITS, default="noised_lr",
+                          help="start from the LR latent noised to the first step, or from pure noise")
+    sampling.add_argument("--start-timestep", metavar="T", type=number(int, 0, 999), default=None,
+                          help="begin sampling at this original timestep (0..999; needs --init noised_lr)")
+    sampling.add_argument("--quirks", metavar="LIST", type=quirks_flag, default=Quirks(),
+                          help="official behaviours to reproduce: 'official' (all), 'none', or a comma list of "
+                               f"{', '.join(f.name for f in fields(Quirks))} (default: none but ddim_timestep_mismatch)")
     tiles = p.add_argument_group("tiling (memory)")
     tiles.add_argument("--tile", metavar="N", type=number(int, 1), default=_DEFAULTS.tile_size,
                        help="latent tile size, in latent pixels (8 image pixels each); default: the model's size / 8")
     tiles.add_argument("--tile-overlap", metavar="N", type=number(int, 0), default=_DEFAULTS.tile_overlap,
-                       help="latent tile overlap (default: half a tile)")
+                       help="latent tile overlap, below --tile (default: half a tile)")
     tiles.add_argument("--tile-batch", metavar="N", type=number(int, 1), default=_DEFAULTS.tile_batch_size,
                        help="latent tiles per network call")
-    tiles.add_argument("--vae-tile", metavar="PX", type=number(int, 0), default=_DEFAULTS.vae_tile_size,
-                       help="VAE tile size in image pixels (0 = never tile)")
+    tiles.add_argument("--vae-tile", "--vqgantile-size", metavar="PX", type=vae_tile, default=_DEFAULTS.vae_tile_size,
+                       help=f"VAE tile size in image pixels, 0 = never tile, else at least {MIN_VAE_TILE}")
+    tiles.add_argument("--vae-tile-overlap", metavar="PX", type=number(int, 0), default=None,
+                       help="VAE tile overlap in pixels (default: a quarter tile, at most 128)")
     out = p.add_argument_group("output")
     out.add_argument("--suffix", metavar="TEXT", default="", help="appended to each output file name's stem")
     out.add_argument("--ext", type=str.lower, choices=OUTPUT_CHOICES, default="png",
@@ -91,21 +136,42 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Argum
     out.add_argument("--skip-existing", action="store_true", help="skip images whose output exists (resume)")
     out.add_argument("--max-pixels", metavar="N", type=number(int, 0), default=DEFAULT_MAX_PIXELS,
                      help="refuse inputs with more pixels (0 = no limit)")
+    out.add_argument("--max-output-pixels", metavar="N", type=number(int, 0), default=DEFAULT_MAX_OUTPUT_PIXELS,
+                     help="refuse images whose output or working canvas would have more pixels (0 = no limit)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
     out.add_argument("-v", "--verbose", action="store_true", help="one line per image")
+    add_official_flags(p)
     return p
 
 
 def upscale_options(args: argparse.Namespace) -> UpscaleOptions:
     """The run options the flags ask for; impossible combinations are usage errors."""
+    if args.eta is not None and args.sampler == "ddpm":
+        raise UsageError(f"--eta {args.eta}: eta applies to --sampler ddim only (ddpm has no eta)")
+    if args.tile is not None and args.tile_overlap is not None and args.tile_overlap >= args.tile:
+        raise UsageError(f"--tile-overlap {args.tile_overlap}: must be smaller than --tile {args.tile}")
+    if args.tile is None and args.tile_overlap is not None:
+        tile = (args.sample_size or 512) // 8  # the model may still say 768; 512 is the smallest released
+        if args.tile_overlap >= tile:
+            raise UsageError(f"--tile-overlap {args.tile_overlap}: must be smaller than the tile ({tile} latent "
+                             "pixels by default; set --tile)")
+    guidance = _DEFAULTS.guidance_scale if args.guidance_scale is None else args.guidance_scale
     try:
         return UpscaleOptions(
-            scale=args.scale, steps=args.steps, sampler=args.sampler, eta=args.eta, fidelity=args.fidelity,
-            color_fix=args.color_fix, guidance_scale=args.guidance_scale, prompt=args.prompt,
+            scale=args.scale, steps=args.steps, sampler=args.sampler, eta=args.eta or 0.0, fidelity=args.fidelity,
+            color_fix=args.color_fix, guidance_scale=guidance, prompt=args.prompt,
             negative_prompt=args.negative_prompt, seed=args.seed, tile_size=args.tile, tile_overlap=args.tile_overlap,
             tile_batch_size=args.tile_batch, vae_tile_size=args.vae_tile or None,
         )
     except StableSRError as exc:  # OptionsError / GeometryError, worded after the option names
+        raise UsageError(str(exc)) from None
+
+
+def expert_options(args: argparse.Namespace) -> ExpertOptions:
+    try:
+        return ExpertOptions(init=args.init, start_timestep=args.start_timestep,
+                             vae_tile_overlap=args.vae_tile_overlap, quirks=args.quirks)
+    except StableSRError as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -124,23 +190,33 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     dist_info = DistInfo.from_env()
     console = Console(args.quiet, args.verbose, dist_info.prefix)
-    options = upscale_options(args)
+    apply_official(args)
+    if not args.inputs:
+        raise UsageError("give at least one INPUT (an image, folder or glob) or --init-img")
+    options, expert = upscale_options(args), expert_options(args)
     _check_paths(args)
-    if args.model:
+    if args.model and args.model not in BASELINES:
         from ..presets import resolve_preset
 
         resolve_preset(args.model)  # an unknown name is a usage error before any work
-    from ..imageio.naming import collect_inputs
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from ..imageio.naming import collect_inputs, not_images
 
     found, problems = collect_inputs(args.inputs)
     if not found:
         raise UsageError("no input images found" + "".join(f"; {problem}" for problem in problems))
     jobs = plan_jobs(sorted(found, key=str), Path(args.output), suffix=args.suffix, ext=args.ext)
-    batch = _UpscaleBatch(args, options, jobs, console, dist_info)
+    _check_before_loading(args, jobs, dist_info)
+    batch = _UpscaleBatch(args, options, expert, jobs, console, dist_info)
     if dist_info.rank == 0:  # spec problems concern the whole job: report them once
         for problem in problems:
             console.error(problem)
             batch.tally.failed.append(problem.split(": ", 1)[0])
+        batch.tally.not_images = [p.name for p in not_images(args.inputs)]
+        batch.tally.skipped += len(batch.tally.not_images)
     with terminate_as_interrupt():
         try:
             batch.run(dist_info.shard(jobs))
@@ -149,12 +225,29 @@ def run(args: argparse.Namespace) -> int:
     return _finish(batch.tally, started, console, dist_info)
 
 
+def _check_before_loading(args: argparse.Namespace, jobs: list[Job], dist_info: DistInfo) -> None:
+    """What would make every image fail, found before the model loads: the output folder; unreadable inputs
+    become per-image problems. Stale temporary files of a killed earlier run are removed (rank 0)."""
+    from ..imageio.write import check_writable_folder, clean_stale_temps
+
+    try:
+        check_writable_folder(args.output)
+    except InputImageError as exc:
+        raise UsageError(f"-o {exc}") from None
+    if dist_info.rank == 0:
+        clean_stale_temps(args.output)
+    for job in jobs:
+        if job.problem is None and not os.access(job.source, os.R_OK):
+            job.problem = "cannot read the file (permission denied)"
+
+
 class _UpscaleBatch:
     """The upscale command's jobs: loads the model only if some job needs it, then runs the batch."""
 
-    def __init__(self, args: argparse.Namespace, options: UpscaleOptions, all_jobs: list[Job], console: Console,
-                 dist_info: DistInfo) -> None:
+    def __init__(self, args: argparse.Namespace, options: UpscaleOptions, expert: ExpertOptions, all_jobs: list[Job],
+                 console: Console, dist_info: DistInfo) -> None:
         self.args, self.options, self.console, self.dist_info = args, options, console, dist_info
+        self.expert = expert
         self.tally = Tally()
         self.sources = [j.source for j in all_jobs]  # write_image refuses to overwrite any of them
         # Planned outputs of all processes: an output whose name changes late must not take one of them.
@@ -207,7 +300,8 @@ class _UpscaleBatch:
             if args.skip_existing and target.exists():
                 return skipped
         assert self.upscaler is not None  # loaded whenever some job was neither refused nor skipped
-        result = self.upscaler.upscale(img, self.options)
+        self.upscaler.check_size(img.rgb.shape[:2], self.options.scale, args.max_output_pixels or None)
+        result = self.upscaler.upscale(img, self.options, self.expert)
         written = write_image(target, result.rgb, alpha=result.alpha, is_grey=img.is_grey, bit_depth=img.bit_depth,
                               icc_profile=img.icc_profile, quality=args.quality, protected=self.sources)
         return Outcome(f"wrote {written} from {job.source}")
@@ -219,14 +313,28 @@ def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, console: C
     from ..runtime.device import quiet_library_logs, resolve_device, resolve_dtype
     from ..service import Upscaler
 
+    if args.model in BASELINES:
+        from .baseline import ClassicalUpscaler
+
+        console.detail(f"model {args.model} (classical, no weights)")
+        return ClassicalUpscaler(args.model)  # type: ignore[return-value]
     device = resolve_device(args.device, local_rank=dist_info.local_rank if dist_info.distributed else None)
     dtype = resolve_dtype(args.precision, device)
+    if device.type == "cpu" and not args.threads and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        from ..runtime.device import default_threads
+
+        torch.set_num_threads(default_threads())  # not every core of a busy box: see --threads
+        console.detail(f"{torch.get_num_threads()} CPU threads (set --threads to change)")
     if not args.debug:
         quiet_library_logs()
     upscaler = Upscaler.load(model_spec(args), device, dtype, announce=dist_info.rank == 0, progress=bars,
                              note=console.note)
     upscaler.check(options)
-    console.detail(f"model {upscaler.name} on {device} ({str(dtype).removeprefix('torch.')})")
+    cfg = upscaler.pipe.config
+    console.detail(f"model {upscaler.name} on {device} ({str(dtype).removeprefix('torch.')}; "
+                   f"{cfg.parameterization}-prediction, {cfg.sample_size} px)")
     return upscaler
 
 
@@ -254,6 +362,8 @@ def _finish(tally: Tally, started: float, console: Console, dist_info: DistInfo)
     if not (tally.fatal and tally.done + tally.skipped + len(tally.failed) == 0):  # the error said it all
         line = tally.line(time.monotonic() - started)
         console.out(f"{line} (interrupted)" if tally.interrupted else line)
+        if tally.not_images:
+            console.out(f"skipped {len(tally.not_images)} (not images: {', '.join(tally.not_images)})")
         if tally.failed:
             console.out("failed: " + ", ".join(tally.failed))
     if tally.interrupted:  # the other ranks are being stopped too; do not wait for them

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import StableSRError
 
 __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_CHOICES", "OUTPUT_EXTENSIONS", "Job", "collect_inputs", "final_target",
-           "output_path", "path_key", "plan_jobs", "resolve_extension"]
+           "not_images", "output_path", "path_key", "plan_jobs", "resolve_extension"]
 
 #: File extensions picked up when a directory is given to :func:`collect_inputs`.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
@@ -110,6 +110,24 @@ def collect_inputs(specs: Sequence[str]) -> tuple[list[Path], list[str]]:
     return unique, errors
 
 
+def not_images(specs: Sequence[str]) -> list[Path]:
+    """The files of the folders in ``specs`` that :func:`collect_inputs` leaves out (not image extensions).
+
+    Hidden files (``.DS_Store``, our own temporary files) are not listed.
+
+    Example:
+        >>> [p.name for p in not_images(["photos"])]  # doctest: +SKIP
+        ['animated.gif', 'notes.txt']
+    """
+    out: list[Path] = []
+    for spec in specs:
+        path = Path(os.path.expanduser(spec))
+        if path.is_dir():
+            out.extend(sorted(e for e in path.iterdir() if not e.name.startswith(".")
+                              and e.suffix.lower() not in IMAGE_EXTENSIONS and e.is_file()))
+    return out
+
+
 def _expand(spec: str) -> tuple[list[Path], str | None]:
     """Paths for one spec, and a problem description when it matched nothing."""
     path = Path(os.path.expanduser(spec))
@@ -141,22 +159,31 @@ class Job:
 
 
 def plan_jobs(sources: Sequence[Path], out_dir: Path, *, suffix: str, ext: str) -> list[Job]:
-    """Output paths for ``sources``; inputs whose output would overwrite an input or another input's
-    output get a ``problem`` (the first of a clash keeps its output).
+    """Output paths for ``sources``: ``stem + suffix + .ext``. Inputs sharing a stem but not an extension
+    keep their source extension in the name (``image.bmp`` -> ``image_bmp.png``); inputs whose output
+    would still overwrite an input or another input's output get a ``problem`` (the first keeps its output).
 
     The extension is planned as if no input had transparency; :func:`final_target` corrects the
     rare case where it matters (``--ext jpg`` for an RGBA PNG gives a PNG).
 
     Example:
-        >>> jobs = plan_jobs([Path("a/x.png"), Path("b/x.jpg")], Path("out"), suffix="", ext="png")
-        >>> [j.problem is None for j in jobs]
-        [True, False]
+        >>> jobs = plan_jobs([Path("a/x.png"), Path("b/x.jpg"), Path("c/x.png")], Path("out"), suffix="", ext="png")
+        >>> [(j.target.name, j.problem is None) for j in jobs]
+        [('x_png.png', True), ('x_jpg.png', True), ('x_png.png', False)]
     """
     inputs = {path_key(s, real=True) for s in sources}
+    plain = {src: _target(src, out_dir, suffix, ext, tagged=False) for src in sources}
+    # Inputs sharing a stem but not an extension (image.bmp + image.tiff, rgb.png + rgb.jpg) would write
+    # the same file: each of them then keeps its source extension in the name (image_bmp.png, image_tiff.png).
+    exts: dict[str, set[str]] = {}
+    for src, target in plain.items():
+        exts.setdefault(path_key(target).casefold(), set()).add(src.suffix.lower())
     owner: dict[str, Path] = {}
     jobs = []
     for src in sources:
-        target = output_path(src, out_dir, suffix=suffix, ext=resolve_extension(ext, src.suffix, has_alpha=False))
+        target = plain[src]
+        if len(exts[path_key(target).casefold()]) > 1:
+            target = _target(src, out_dir, suffix, ext, tagged=True)
         # Names differing only in case clash too: they would on macOS and Windows file systems.
         key = path_key(target).casefold()
         problem = None
@@ -171,6 +198,13 @@ def plan_jobs(sources: Sequence[Path], out_dir: Path, *, suffix: str, ext: str) 
     return jobs
 
 
+def _target(src: Path, out_dir: Path, suffix: str, ext: str, *, tagged: bool, has_alpha: bool = False) -> Path:
+    """``stem[_srcext]suffix.ext`` in ``out_dir``."""
+    tag = "_" + src.suffix.lower().lstrip(".") if tagged and src.suffix else ""
+    return output_path(src.with_name(src.stem + tag + src.suffix), out_dir, suffix=suffix,
+                       ext=resolve_extension(ext, src.suffix, has_alpha=has_alpha))
+
+
 def path_key(path: Path, *, real: bool = False) -> str:
     """A comparable form of ``path``: absolute (or with links resolved), normalised as the platform compares."""
     return os.path.normcase(os.path.realpath(path) if real else os.path.abspath(path))
@@ -180,5 +214,5 @@ def final_target(job: Job, has_alpha: bool, ext: str, suffix: str) -> Path:
     """The output path now that we know whether the image has alpha (JPEG/BMP cannot hold it)."""
     if not has_alpha:
         return job.target
-    return output_path(job.source, job.target.parent, suffix=suffix,
-                       ext=resolve_extension(ext, job.source.suffix, has_alpha=True))
+    tagged = job.target.stem != f"{job.source.stem}{suffix}"  # the name carries its source extension
+    return _target(job.source, job.target.parent, suffix, ext, tagged=tagged, has_alpha=True)

@@ -5,8 +5,8 @@
 write the result back faithfully (grey or colour, 8 or 16 bits, ICC profile). Every failure a user
 can cause is an :class:`~stablesr.errors.InputImageError` with a one-line message naming the file.
 
-16-bit colour images need OpenCV (``pip install opencv-python-headless``, the ``io16`` extra):
-Pillow has no multi-channel 16-bit modes and would silently drop the low byte.
+16-bit colour images are read with OpenCV (``opencv-python-headless``, a core dependency): Pillow has
+no multi-channel 16-bit modes and would silently drop the low byte.
 """
 
 from __future__ import annotations

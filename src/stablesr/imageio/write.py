@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import struct
+import time
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -19,7 +21,11 @@ from ..errors import InputImageError
 from . import read
 from .naming import ALPHA_FORMATS, OUTPUT_EXTENSIONS
 
-__all__ = ["write_image"]
+__all__ = ["check_writable_folder", "clean_stale_temps", "write_image"]
+
+# Our temporary outputs: ".<final name>.<8 hex>.tmp" (see _create_temp); nothing else is ever removed.
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+STALE_TEMP_SECONDS = 600  # a write in progress (another process, another rank) is never this old
 
 _SIXTEEN_BIT_FORMATS = frozenset({"PNG", "TIFF"})
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as Pillow's convert("L")
@@ -227,3 +233,54 @@ def _fsync_directory(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def clean_stale_temps(folder: str | os.PathLike[str], *, min_age_s: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove our own temporary files left in ``folder`` by a killed write (older than ``min_age_s``).
+
+    Only names of the pattern this module creates (``.<name>.<8 hex>.tmp``), only directly in
+    ``folder``, only regular files; returns what was removed.
+
+    Example:
+        >>> clean_stale_temps("results")  # doctest: +SKIP
+        [PosixPath('results/.photo.png.3fa2c1d0.tmp')]
+    """
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _TEMP_NAME.fullmatch(entry.name):
+            continue
+        with suppress(OSError):
+            st = entry.lstat()
+            if entry.is_file() and not entry.is_symlink() and now - st.st_mtime >= min_age_s:
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def check_writable_folder(folder: str | os.PathLike[str]) -> None:
+    """Check that ``folder`` can receive outputs, creating nothing (an existing folder gets a real test file).
+
+    A missing folder is fine when its nearest existing parent is a writable folder (it is created at the
+    first write). Raises :class:`~stablesr.errors.InputImageError` naming the folder.
+    """
+    target = Path(folder)
+    try:
+        if target.is_dir():
+            fd, tmp = _create_temp(target / "write-check")
+            os.close(fd)
+            os.unlink(tmp)
+            return
+        parent = target
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot create folders in {parent}")
+    except OSError as e:
+        raise InputImageError(target, f"output folder is not writable ({e.strerror or e})") from None

@@ -43,6 +43,7 @@ class Tally:
     done: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
+    not_images: list[str] = field(default_factory=list)  # files of input folders left out (counted in skipped)
     fatal: bool = False  # the batch had to stop (e.g. the model could not be loaded)
     interrupted: bool = False
 
