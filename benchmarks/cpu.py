@@ -79,7 +79,7 @@ class Timers:
 
 def instrument(pipe: Any, timers: Timers) -> None:
     """Stage timers on the pipeline's steps, network timers on its networks (this instance only)."""
-    import stablesr.pipeline.core as core
+    from stablesr.pipeline import core
 
     for module in (pipe.unet, pipe.time_aware_encoder):
         module.register_forward_pre_hook(lambda *_: timers.enter_network())
@@ -100,8 +100,10 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict:
 
     from stablesr.imageio.read import read_image
     from stablesr.imageio.write import write_image
+    from stablesr.pipeline import core
 
     lr_side, out_side = SCENARIOS[name]
+    color_fix = core.apply_color_fix
     pipe = build_tiny()
     pipe.set_progress_bar_config(disable=True)
     timers = Timers()
@@ -124,6 +126,7 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict:
         write_image(Path(tmp) / "sr.png", out.images[0])
         io_s += time.perf_counter() - io_start
         total = time.perf_counter() - start
+    core.apply_color_fix = color_fix  # the next scenario installs its own timer
     s = timers.seconds
     steps = len(stamps)
     per_step = s["sample"] / max(1, steps)
