@@ -86,7 +86,8 @@ class SelfAttentionBlock(nn.Module):
         head_dim = c // self.num_heads
         # (B, heads, 3*d, L) -> three (B, heads, L, d) tensors
         q, k, v = qkv.reshape(b, self.num_heads, 3 * head_dim, -1).transpose(-1, -2).split(head_dim, dim=-1)
-        out = F.scaled_dot_product_attention(q, k, v)
+        # Strided views send SDPA to its slow math path; contiguous ones take the fused kernel (3-5x faster).
+        out = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())
         out = out.transpose(-1, -2).reshape(b, c, -1)
         return (flat + self.proj_out(out)).reshape(b, c, *spatial)
 
