@@ -22,6 +22,7 @@ from .config import Init, Quirks, UpscaleOptions
 from .errors import OptionsError, StableSRError
 from .hub import ModelSpec, load_model
 from .imageio.read import LoadedImage
+from .runtime.memory import with_oom_backoff
 
 if TYPE_CHECKING:
     import torch
@@ -109,12 +110,14 @@ class Upscaler:
                                     "limit (0 = none)")
 
     def upscale(self, image: LoadedImage | np.ndarray, options: UpscaleOptions,
-                expert: ExpertOptions | None = None) -> UpscaleResult:
+                expert: ExpertOptions | None = None, *, note: Callable[[str], None] | None = None) -> UpscaleResult:
         """Upscale one image: a :class:`~stablesr.imageio.read.LoadedImage`, or an HxW[x3|x4] array in [0, 1].
 
         The noise comes from a CPU generator seeded with ``options.seed``, so every device and every
         rerun draws the same noise. An input holding NaN/Inf is refused, and a result holding NaN/Inf
-        raises :class:`~stablesr.errors.StableSRError` rather than being returned as a black image.
+        raises :class:`~stablesr.errors.StableSRError` rather than being returned as a black image. On an
+        accelerator out-of-memory error the image is retried with half the tile batch, then half the VAE
+        tile, and ``note`` (default ``print``) gets one line saying so.
         """
         import torch
 
@@ -124,14 +127,19 @@ class Upscaler:
             pixels = image
         if np.issubdtype(np.asarray(pixels).dtype, np.floating) and not np.isfinite(pixels).all():
             raise StableSRError("the input holds NaN or infinite values")
-        o, x = options, expert or ExpertOptions()
-        output = self.pipe(
-            pixels, o.scale, o.steps, sampler=o.sampler, eta=o.eta, fidelity=o.fidelity, color_fix=o.color_fix,
-            guidance_scale=o.guidance_scale, prompt=o.prompt, negative_prompt=o.negative_prompt,
-            tile_size=o.tile_size, tile_overlap=o.tile_overlap, tile_batch_size=o.tile_batch_size,
-            vae_tile_size=o.vae_tile_size, generator=torch.Generator().manual_seed(o.seed), output_type="np",
-            init=x.init, start_timestep=x.start_timestep, vae_tile_overlap=x.vae_tile_overlap, quirks=x.quirks,
-        )
+        x = expert or ExpertOptions()
+
+        def attempt(o: UpscaleOptions):  # retried with a smaller tile batch / VAE tile on out-of-memory
+            return self.pipe(
+                pixels, o.scale, o.steps, sampler=o.sampler, eta=o.eta, fidelity=o.fidelity, color_fix=o.color_fix,
+                guidance_scale=o.guidance_scale, prompt=o.prompt, negative_prompt=o.negative_prompt,
+                tile_size=o.tile_size, tile_overlap=o.tile_overlap, tile_batch_size=o.tile_batch_size,
+                vae_tile_size=o.vae_tile_size, generator=torch.Generator().manual_seed(o.seed), output_type="np",
+                init=x.init, start_timestep=x.start_timestep, vae_tile_overlap=x.vae_tile_overlap, quirks=x.quirks,
+            )
+
+        side = round(max(np.shape(pixels)[:2]) * options.scale)
+        output = with_oom_backoff(attempt, options, output_side=side, note=note or print)
         assert not isinstance(output, tuple)  # return_dict=True
         out = output.images[0]
         if not np.isfinite(out).all():
