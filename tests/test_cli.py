@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import require
 from PIL import Image
 
 from stablesr.cli import main
@@ -49,8 +50,7 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tiny_flags(tiny_weights: dict[str, Path]) -> list[str]:
     for key in ("ldm", "cfw", "config", "prompt_embeds"):
-        if not tiny_weights[key].is_file():
-            pytest.skip(f"{tiny_weights[key]} not available")
+        require(tiny_weights[key])
     return ["--checkpoint", str(tiny_weights["ldm"]), "--cfw-checkpoint", str(tiny_weights["cfw"]),
             "--config", str(tiny_weights["config"]), "--prompt-embeds", str(tiny_weights["prompt_embeds"]),
             "--steps", "1", "--device", "cpu"]

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import require
 from PIL import Image
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None,
@@ -29,8 +30,7 @@ WROTE = re.compile(r"^\[rank (\d)/2\] wrote (\S+) from ", re.MULTILINE)
 def workspace(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, tiny_weights: dict[str, Path]
               ) -> dict[str, object]:
     for key in ("ldm", "cfw", "config", "prompt_embeds"):
-        if not tiny_weights[key].is_file():
-            pytest.skip(f"{tiny_weights[key]} not available")
+        require(tiny_weights[key])
     root = tmp_path_factory.mktemp("shard")
     inputs = root / "in"
     inputs.mkdir()
