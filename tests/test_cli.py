@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -306,18 +306,42 @@ def test_offline_default_model_missing_is_one_line(tmp_path: Path, cli_env: dict
 
 
 def test_ctrl_c_stops_cleanly(tmp_path: Path, cli_env: dict[str, str], tiny_flags: list[str]) -> None:
+    """SIGINT after the first image is reported done (an event, not a sleep) stops the batch between images."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(20):
         ramp_jpeg(inputs / f"img{i:02d}.jpg")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "stablesr", "upscale", str(inputs), "-o", str(out), "-s", "2",
-                             *tiny_flags], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not (out.is_dir() and any(out.glob("*.png"))) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+                             "-v", *tiny_flags], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines: list[str] = []
+    first_done = threading.Event()  # also set at end of output, so a crashed run does not wait for the timeout
+
+    def read_stdout() -> None:  # "-v" prints "wrote ... from ..." once an image is written and counted
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("wrote "):
+                first_done.set()
+        first_done.set()
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
+    stderr_box: list[str] = []
+    err_reader = threading.Thread(target=lambda: stderr_box.append(proc.stderr.read()), daemon=True)
+    err_reader.start()
+    try:
+        first_done.wait(timeout=600)
+        assert any(line.startswith("wrote ") for line in lines), ("no image was reported done", "".join(lines))
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=60)
+    err_reader.join(timeout=60)
+    stdout, stderr = "".join(lines), "".join(stderr_box)
     assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr
     done, _, failed = summary(stdout)
