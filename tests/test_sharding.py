@@ -55,9 +55,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, tiny_wei
     return {"root": root, "inputs": inputs, "env": env, "flags": flags}
 
 
-def torchrun(workspace: dict, *extra: str) -> subprocess.CompletedProcess[str]:
+def torchrun(workspace: dict, *extra: str, out: Path | None = None) -> subprocess.CompletedProcess[str]:
+    out = out or workspace["root"] / "out"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-               "-m", "stablesr", "upscale", str(workspace["inputs"]), "-o", str(workspace["root"] / "out"),
+               "-m", "stablesr", "upscale", str(workspace["inputs"]), "-o", str(out),
                *workspace["flags"], *extra]
     return subprocess.run(command, capture_output=True, text=True, env=workspace["env"], timeout=600,
                           check=False)
@@ -79,9 +80,13 @@ def test_every_input_is_processed_exactly_once(workspace: dict) -> None:
 
 def test_a_failure_on_one_rank_does_not_cut_the_others_short(workspace: dict) -> None:
     """A rank with a bad file exits 1 only after the others finished (torchrun would stop them otherwise)."""
+    out = workspace["root"] / "out_failure"  # its own outputs: the test does not depend on the one above
+    out.mkdir()
+    for i in range(5):  # existing outputs, so --skip-existing leaves only the broken file to process
+        Image.new("RGB", (96, 80)).save(out / f"img{i}.png")
     (workspace["inputs"] / "zz_broken.png").write_bytes(b"not an image")
     try:
-        result = torchrun(workspace, "--skip-existing")
+        result = torchrun(workspace, "--skip-existing", out=out)
     finally:
         (workspace["inputs"] / "zz_broken.png").unlink()
     assert result.returncode == 1, result.stdout + result.stderr
