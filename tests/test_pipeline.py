@@ -143,6 +143,7 @@ def _border_mask(n_px: int, starts: list[int], tile: int, width: int = 4) -> np.
     return mask
 
 
+@pytest.mark.slow
 def test_tiling_leaves_no_seams_on_a_real_image(pipe, data_dir):
     """Seam metric: mean |tiled - untiled| within 4 px of interior tile edges divided by the mean elsewhere.
 

@@ -19,8 +19,9 @@ from PIL import Image
 
 import stablesr
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None,
-                                reason="torch.distributed.run is not available")
+pytestmark = [pytest.mark.slow,  # two torchrun jobs of two processes each
+              pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None,
+                                 reason="torch.distributed.run is not available")]
 
 RANK_SUMMARY = re.compile(r"^\[rank (\d)/2\] done (\d+), skipped (\d+), failed (\d+) in", re.MULTILINE)
 GLOBAL_SUMMARY = re.compile(r"^done (\d+), skipped (\d+), failed (\d+) in [\d.]+ s \(all 2 processes\)$",
