@@ -1,4 +1,8 @@
-"""Shared fixtures: where ../shared lives (overridable), the tiny golden models, a fixed seed."""
+"""Shared fixtures: where ../shared lives (overridable), the tiny golden models, a fixed seed.
+
+Missing shared data skips the tests that need it, except under ``STABLESR_REQUIRE_SHARED=1`` (set by
+``.ci/run``), where it is a failure: a CI run must never go green by skipping its reference data.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("STABLESR_SHARED", REPO.parent / "shared"))
 GOLDEN = Path(os.environ.get("STABLESR_GOLDEN", SHARED / "golden"))
 DATA = SHARED / "data"
+MANIFESTS = SHARED / "reference" / "manifests"
+OFFICIAL_MD = SHARED / "reference" / "OFFICIAL.md"
 
 
-def require(path: Path) -> Path:
+def shared_required() -> bool:
+    return os.environ.get("STABLESR_REQUIRE_SHARED", "").strip() not in ("", "0")
+
+
+def require(path: Path, what: str = "") -> Path:
+    """``path`` if it exists; otherwise skip the test (fail it under ``STABLESR_REQUIRE_SHARED=1``)."""
     if not path.exists():
-        pytest.skip(f"{path} not available")
+        message = f"{path} not available" + (f" ({what})" if what else "")
+        if shared_required():
+            pytest.fail(f"{message}; STABLESR_REQUIRE_SHARED=1 makes missing shared data a failure", pytrace=False)
+        pytest.skip(message)
     return path
 
 
@@ -46,3 +60,28 @@ def tiny_weights(golden_dir: Path) -> dict[str, Path]:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def official_checkpoints() -> dict[str, dict[str, object]]:
+    """OFFICIAL.md 1.1, read from the document itself: released file -> diffusion config, prediction, size.
+
+    Tests check our tables against this (an independent source), never against tables derived from ours.
+    """
+    import re
+
+    text = require(OFFICIAL_MD).read_text(encoding="utf-8")
+    section = text.split("### 1.1", 1)[1].split("\n#", 1)[0]
+    table: dict[str, dict[str, object]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = re.fullmatch(r"`([\w.]+\.ckpt)`", cells[0]) if len(cells) == 7 else None
+        if name is None:
+            continue
+        config = re.search(r"`(configs/[\w/.-]+\.yaml)`", cells[2])
+        prediction = re.match(r"\**(eps|v)\b", cells[4])
+        size = re.match(r"(\d+)", cells[5])
+        table[name.group(1)] = {"config": config.group(1) if config else None,
+                                "prediction": prediction.group(1) if prediction else None,
+                                "image_size": int(size.group(1)) if size else None}
+    assert table, f"no checkpoint table found in {OFFICIAL_MD} section 1.1"
+    return table

@@ -13,12 +13,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import require
 from PIL import Image
 
 from stablesr.cli import main
@@ -49,8 +50,7 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tiny_flags(tiny_weights: dict[str, Path]) -> list[str]:
     for key in ("ldm", "cfw", "config", "prompt_embeds"):
-        if not tiny_weights[key].is_file():
-            pytest.skip(f"{tiny_weights[key]} not available")
+        require(tiny_weights[key])
     return ["--checkpoint", str(tiny_weights["ldm"]), "--cfw-checkpoint", str(tiny_weights["cfw"]),
             "--config", str(tiny_weights["config"]), "--prompt-embeds", str(tiny_weights["prompt_embeds"]),
             "--prediction-type", "eps", "--steps", "1", "--device", "cpu"]
@@ -126,6 +126,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, cli_env: dic
     return {"inputs": inputs, "out": out, "result": result, "before": before, "root": root}
 
 
+@pytest.mark.slow
 def test_batch_succeeds_with_summary(batch: dict) -> None:
     result = batch["result"]
     assert result.returncode == 0, result.stderr
@@ -133,6 +134,7 @@ def test_batch_succeeds_with_summary(batch: dict) -> None:
     assert "Traceback" not in result.stderr and "error" not in result.stderr
 
 
+@pytest.mark.slow
 def test_batch_sizes_and_modes(batch: dict) -> None:
     out: Path = batch["out"]
     assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "deep16.png", "grey.png", "photo.png",
@@ -144,6 +146,7 @@ def test_batch_sizes_and_modes(batch: dict) -> None:
             assert im.mode == mode, name
 
 
+@pytest.mark.slow
 def test_batch_alpha_is_upscaled_and_reattached(batch: dict) -> None:
     with Image.open(batch["out"] / "alpha.png") as im:
         alpha = np.asarray(im)[..., 3].astype(np.float32)
@@ -154,6 +157,7 @@ def test_batch_alpha_is_upscaled_and_reattached(batch: dict) -> None:
     assert np.abs(alpha - reference).mean() < 6
 
 
+@pytest.mark.slow
 def test_batch_16bit_stays_16bit(batch: dict) -> None:
     import cv2
 
@@ -162,6 +166,7 @@ def test_batch_16bit_stays_16bit(batch: dict) -> None:
     assert len(np.unique(data[..., :3])) > 256  # real 16-bit values, not 8-bit ones scaled up
 
 
+@pytest.mark.slow
 def test_batch_exif_orientation_is_applied(batch: dict) -> None:
     with Image.open(batch["out"] / "rotated.png") as im:
         assert im.size == (60, 72)  # stored 48x40, displayed 40x48 (rotated 90 degrees clockwise)
@@ -171,11 +176,13 @@ def test_batch_exif_orientation_is_applied(batch: dict) -> None:
     assert abs(grey[:, -12:].mean() - grey[:, :12].mean()) < 40
 
 
+@pytest.mark.slow
 def test_batch_leaves_inputs_untouched_and_no_temp_files(batch: dict) -> None:
     assert sha256_tree(batch["inputs"]) == batch["before"]
     assert leftovers(batch["out"]) == []
 
 
+@pytest.mark.slow
 def test_skip_existing_rerun_skips_everything(batch: dict, cli_env: dict[str, str], tiny_flags: list[str]) -> None:
     out: Path = batch["out"]
     written = sha256_tree(out)
@@ -189,6 +196,7 @@ def test_skip_existing_rerun_skips_everything(batch: dict, cli_env: dict[str, st
 # --------------------------------------------------------------------------------------------- bad files
 
 
+@pytest.mark.slow
 def test_bad_files_are_reported_and_the_batch_continues(tmp_path: Path, data_dir: Path, cli_env: dict[str, str],
                                                          tiny_flags: list[str]) -> None:
     inputs = tmp_path / "in"
@@ -222,6 +230,7 @@ def test_bad_files_are_reported_and_the_batch_continues(tmp_path: Path, data_dir
 # --------------------------------------------------------------------------------------------- naming
 
 
+@pytest.mark.slow
 def test_ext_same_and_name_collisions(tmp_path: Path, data_dir: Path, cli_env: dict[str, str],
                                       tiny_flags: list[str]) -> None:
     real = data_dir / "real_lr"
@@ -245,6 +254,7 @@ def test_ext_same_and_name_collisions(tmp_path: Path, data_dir: Path, cli_env: d
 # --------------------------------------------------------------------------------------------- convert
 
 
+@pytest.mark.slow
 def test_convert_then_upscale_from_folder_is_byte_identical(tmp_path: Path, data_dir: Path,
                                                             cli_env: dict[str, str], tiny_flags: list[str],
                                                             tiny_weights: dict[str, Path]) -> None:
@@ -262,6 +272,7 @@ def test_convert_then_upscale_from_folder_is_byte_identical(tmp_path: Path, data
     assert (tmp_path / "single" / "photo.png").read_bytes() == (tmp_path / "folder" / "photo.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_convert_refuses_to_overwrite_a_foreign_folder(tmp_path: Path, cli_env: dict[str, str],
                                                        tiny_weights: dict[str, Path]) -> None:
     target = tmp_path / "photos"
@@ -276,6 +287,7 @@ def test_convert_refuses_to_overwrite_a_foreign_folder(tmp_path: Path, cli_env: 
 # --------------------------------------------------------------------------------------------- info commands
 
 
+@pytest.mark.slow
 def test_env_and_models(cli_env: dict[str, str]) -> None:
     env = run_cli(["env"], cli_env)
     assert env.returncode == 0, env.stderr
@@ -290,6 +302,7 @@ def test_env_and_models(cli_env: dict[str, str]) -> None:
         assert text in models.stdout, text
 
 
+@pytest.mark.slow
 def test_offline_default_model_missing_is_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
     ramp_jpeg(tmp_path / "photo.jpg")
     result = run_cli(["upscale", "photo.jpg"], cli_env, cwd=tmp_path)
@@ -305,19 +318,44 @@ def test_offline_default_model_missing_is_one_line(tmp_path: Path, cli_env: dict
 # --------------------------------------------------------------------------------------------- interrupt
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly(tmp_path: Path, cli_env: dict[str, str], tiny_flags: list[str]) -> None:
+    """SIGINT after the first image is reported done (an event, not a sleep) stops the batch between images."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(20):
         ramp_jpeg(inputs / f"img{i:02d}.jpg")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "stablesr", "upscale", str(inputs), "-o", str(out), "-s", "2",
-                             *tiny_flags], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not (out.is_dir() and any(out.glob("*.png"))) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+                             "-v", *tiny_flags], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines: list[str] = []
+    first_done = threading.Event()  # also set at end of output, so a crashed run does not wait for the timeout
+
+    def read_stdout() -> None:  # "-v" prints "wrote ... from ..." once an image is written and counted
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("wrote "):
+                first_done.set()
+        first_done.set()
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
+    stderr_box: list[str] = []
+    err_reader = threading.Thread(target=lambda: stderr_box.append(proc.stderr.read()), daemon=True)
+    err_reader.start()
+    try:
+        first_done.wait(timeout=600)
+        assert any(line.startswith("wrote ") for line in lines), ("no image was reported done", "".join(lines))
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=60)
+    err_reader.join(timeout=60)
+    stdout, stderr = "".join(lines), "".join(stderr_box)
     assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr
     done, _, failed = summary(stdout)

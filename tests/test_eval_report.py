@@ -67,6 +67,7 @@ def _driver():
     return webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
 
 
+@pytest.mark.slow
 def test_html_report_renders_in_headless_chromium(two_methods):
     results, lr, tmp = two_methods
     out = write_report(results, tmp / "eval.html", lr_dir=lr)

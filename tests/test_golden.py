@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from stablesr.testing import golden
 
 
@@ -21,6 +23,7 @@ def test_every_golden_case_passes(golden_dir):
     assert all(line.startswith("PASS ") and "max_abs_err=" in line for line in lines[:-1])
 
 
+@pytest.mark.slow
 def test_module_entry_point_reports_and_exit_code(golden_dir, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "stablesr.golden", str(golden_dir), "-k", "colorfix"],
                         capture_output=True, text=True, timeout=300, check=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+from conftest import official_checkpoints
 
 from stablesr import hub, presets
 from stablesr.errors import MissingWeightsError, OptionsError, StableSRError
@@ -82,13 +83,25 @@ def test_preset_settings_match_the_official_readme() -> None:
 
 
 @pytest.mark.parametrize("name", list(presets.PRESETS))
-def test_presets_agree_with_file_name_detection(name: str) -> None:
-    """A preset and presets.detect_variant's file-name table must not disagree about the same released file."""
+def test_presets_and_file_name_detection_follow_official_md(name: str) -> None:
+    """Each preset's files, prediction type and size match OFFICIAL.md 1.1 (read from the document), and so does
+    file-name detection of its checkpoint, also when the file is renamed around the official stem."""
+    official = official_checkpoints()
     preset = presets.PRESETS[name]
-    variant = detect_variant(preset.ckpt.name)
-    assert variant["parameterization"] == preset.prediction_type
-    assert variant["sample_size"] == preset.image_size
-    assert (variant["default_steps"], variant["default_fidelity"]) == (preset.steps, preset.fidelity)
+    row = official[preset.ckpt.name]
+    assert (preset.prediction_type, preset.image_size) == (row["prediction"], row["image_size"])
+    assert preset.cfw_ckpt.name in official and official[preset.cfw_ckpt.name]["prediction"] is None  # a decoder
+    for file_name in (preset.ckpt.name, f"/models/My-{preset.ckpt.name.upper()}"):
+        variant = detect_variant(file_name)
+        assert (variant["parameterization"], variant["sample_size"]) == (row["prediction"], row["image_size"])
+
+
+def test_official_md_prediction_types_are_the_ones_we_ship() -> None:
+    """Guards the reader above: the face model is v (its config says so), 512 and Turbo are eps."""
+    predictions = {name: row["prediction"] for name, row in official_checkpoints().items() if row["prediction"]}
+    assert predictions == {"stablesr_000117.ckpt": "eps", "stablesr_768v_000139.ckpt": "v",
+                           "stablesr_turbo.ckpt": "eps", "face_stablesr_000050.ckpt": "v"}
+    assert presets.PRESETS["face"].prediction_type == "v"
 
 
 def test_resolve_preset_is_forgiving_about_spelling_and_lists_choices() -> None:

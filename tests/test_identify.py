@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import MANIFESTS, require
 
 from stablesr.checkpoints import identify
 from stablesr.checkpoints.identify import (
@@ -28,8 +29,6 @@ from stablesr.checkpoints.identify import (
 )
 from stablesr.checkpoints.loading import load_state_dict
 from stablesr.errors import CheckpointError
-
-MANIFESTS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "manifests"
 
 
 @pytest.fixture
@@ -169,9 +168,7 @@ def test_sft_only_extract_is_classified(tiny_weights: dict[str, Path]) -> None:
 
 def test_full_size_layouts_are_classified() -> None:
     def shapes(name: str) -> dict:
-        path = MANIFESTS / f"{name}.json"
-        if not path.is_file():
-            pytest.skip(f"{path} not available")
+        path = require(MANIFESTS / f"{name}.json")
         return {k: v["shape"] for k, v in json.loads(path.read_text())["keys"].items()}
 
     for name in ("stablesr_text_T_512", "stablesr_text_T_768v"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA, require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -20,15 +21,12 @@ from PIL import Image, ImageCms, ImageOps
 from stablesr.errors import InputImageError, StableSRError
 from stablesr.imageio import naming, read, write
 
-SHARED = Path(os.environ.get("STABLESR_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-REAL_LR = SHARED / "data" / "real_lr"
+REAL_LR = DATA / "real_lr"
 
 
 @pytest.fixture
 def real_lr() -> Path:
-    if not REAL_LR.is_dir():
-        pytest.skip(f"shared sample images not found at {REAL_LR}")
-    return REAL_LR
+    return require(REAL_LR)
 
 
 def _digest(path: Path) -> str:

@@ -275,6 +275,7 @@ def test_trainer_objects_stay_inert_even_with_lightning_installed(golden_sd: dic
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_training_checkpoints_upscale_like_the_golden_files(golden_sd: dict, tiny_weights: dict[str, Path],
                                                             tmp_path: Path) -> None:
     from PIL import Image

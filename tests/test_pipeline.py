@@ -26,6 +26,25 @@ def photo(data_dir):
     return Image.open(data_dir / "real_lr" / "0030.jpg").convert("RGB").resize((40, 40), Image.BICUBIC)
 
 
+# Separately built model instances hold equal weights (checked with torch.equal) but not necessarily at the same
+# memory alignment, so CPU kernels may take different vectorised paths and differ by ~1e-6 per UNet call. Outputs
+# are images in [0, 1]: 1e-4 is 1/40 of one 8-bit level, far below any real loading mistake (>= 1e-2).
+SAME_MODEL_ATOL = 1e-4
+
+
+def assert_same_weights(a, b):
+    """Every network of two pipelines holds bit-identical parameters and buffers."""
+    for name in ("unet", "sft_adapter", "time_aware_encoder", "vae", "struct_vae"):
+        ma, mb = getattr(a, name), getattr(b, name)
+        assert (ma is None) == (mb is None), name
+        if ma is None:
+            continue
+        sa, sb = ma.state_dict(), mb.state_dict()
+        assert sa.keys() == sb.keys(), name
+        for key, value in sa.items():
+            assert value.dtype == sb[key].dtype and torch.equal(value, sb[key]), f"{name}.{key}"
+
+
 def run(pipe, image, seed=0, **kw):
     kw.setdefault("num_inference_steps", 2)
     return pipe(image, generator=torch.Generator().manual_seed(seed), output_type="np", **kw).images
@@ -102,11 +121,14 @@ def test_bad_geometry_is_reported_not_crashed(pipe, photo):
     assert big_tile.shape == (1, 80, 80, 3)
 
 
-def test_save_pretrained_round_trip_is_identical(pipe, photo, tmp_path):
+def test_save_pretrained_round_trip_keeps_weights_and_results(pipe, photo, tmp_path):
     pipe.save_pretrained(tmp_path / "model")
     again = StableSRPipeline.from_pretrained(tmp_path / "model")
     again.set_progress_bar_config(disable=True)
-    assert np.array_equal(run(pipe, photo, upscale=3.2), run(again, photo, upscale=3.2))
+    assert_same_weights(pipe, again)
+    assert again.config == pipe.config
+    np.testing.assert_allclose(run(again, photo, upscale=3.2), run(pipe, photo, upscale=3.2), rtol=0,
+                               atol=SAME_MODEL_ATOL)
     with pytest.raises(StableSRError):
         StableSRPipeline.from_pretrained(tmp_path)  # not a model folder
 
@@ -121,6 +143,7 @@ def _border_mask(n_px: int, starts: list[int], tile: int, width: int = 4) -> np.
     return mask
 
 
+@pytest.mark.slow
 def test_tiling_leaves_no_seams_on_a_real_image(pipe, data_dir):
     """Seam metric: mean |tiled - untiled| within 4 px of interior tile edges divided by the mean elsewhere.
 
@@ -178,7 +201,9 @@ def test_webui_extract_on_a_separate_base_unet(pipe, tiny_weights, photo, tmp_pa
     reference = StableSRPipeline(pipe.unet, pipe.sft_adapter, pipe.time_aware_encoder, pipe.vae,
                                  prompt_encoder=pipe.prompt_encoder, config=pipe.config)
     reference.set_progress_bar_config(disable=True)
-    assert np.array_equal(run(webui, photo, upscale=3.2), run(reference, photo, upscale=3.2))
+    assert_same_weights(webui, reference)
+    np.testing.assert_allclose(run(webui, photo, upscale=3.2), run(reference, photo, upscale=3.2), rtol=0,
+                               atol=SAME_MODEL_ATOL)
     with pytest.raises(StableSRError, match="base model"):
         StableSRPipeline.from_single_file(tmp_path / "webui_extract.safetensors", tiny_weights["cfw"],
                                           config=tiny_weights["config"])

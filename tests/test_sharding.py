@@ -14,23 +14,30 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import require
 from PIL import Image
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None,
-                                reason="torch.distributed.run is not available")
+import stablesr
+
+pytestmark = [pytest.mark.slow,  # two torchrun jobs of two processes each
+              pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None,
+                                 reason="torch.distributed.run is not available")]
 
 RANK_SUMMARY = re.compile(r"^\[rank (\d)/2\] done (\d+), skipped (\d+), failed (\d+) in", re.MULTILINE)
 GLOBAL_SUMMARY = re.compile(r"^done (\d+), skipped (\d+), failed (\d+) in [\d.]+ s \(all 2 processes\)$",
                             re.MULTILINE)
 WROTE = re.compile(r"^\[rank (\d)/2\] wrote (\S+) from ", re.MULTILINE)
+# A traceback frame in our own code: the imported package's folder (the workers import the same one). A bare
+# "stablesr/" would also match torchrun's own frames when the checkout or its venv sits in a folder of that name.
+_PKG = Path(stablesr.__file__).parent
+OUR_FRAME = re.compile('File "(?:' + "|".join(re.escape(str(p)) for p in {_PKG.absolute(), _PKG.resolve()}) + r')[/\\]')
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, tiny_weights: dict[str, Path]
               ) -> dict[str, object]:
     for key in ("ldm", "cfw", "config", "prompt_embeds"):
-        if not tiny_weights[key].is_file():
-            pytest.skip(f"{tiny_weights[key]} not available")
+        require(tiny_weights[key])
     root = tmp_path_factory.mktemp("shard")
     inputs = root / "in"
     inputs.mkdir()
@@ -49,9 +56,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, tiny_wei
     return {"root": root, "inputs": inputs, "env": env, "flags": flags}
 
 
-def torchrun(workspace: dict, *extra: str) -> subprocess.CompletedProcess[str]:
+def torchrun(workspace: dict, *extra: str, out: Path | None = None) -> subprocess.CompletedProcess[str]:
+    out = out or workspace["root"] / "out"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-               "-m", "stablesr", "upscale", str(workspace["inputs"]), "-o", str(workspace["root"] / "out"),
+               "-m", "stablesr", "upscale", str(workspace["inputs"]), "-o", str(out),
                *workspace["flags"], *extra]
     return subprocess.run(command, capture_output=True, text=True, env=workspace["env"], timeout=600,
                           check=False)
@@ -73,14 +81,19 @@ def test_every_input_is_processed_exactly_once(workspace: dict) -> None:
 
 def test_a_failure_on_one_rank_does_not_cut_the_others_short(workspace: dict) -> None:
     """A rank with a bad file exits 1 only after the others finished (torchrun would stop them otherwise)."""
+    out = workspace["root"] / "out_failure"  # its own outputs: the test does not depend on the one above
+    out.mkdir()
+    for i in range(5):  # existing outputs, so --skip-existing leaves only the broken file to process
+        Image.new("RGB", (96, 80)).save(out / f"img{i}.png")
     (workspace["inputs"] / "zz_broken.png").write_bytes(b"not an image")
     try:
-        result = torchrun(workspace, "--skip-existing")
+        result = torchrun(workspace, "--skip-existing", out=out)
     finally:
         (workspace["inputs"] / "zz_broken.png").unlink()
     assert result.returncode == 1, result.stdout + result.stderr
     # torchrun itself reports a failed worker with a traceback of its own; none may come from stablesr.
-    assert not re.search(r'File "[^"]*stablesr/', result.stderr), result.stderr
+    assert OUR_FRAME.search(f'File "{_PKG / "cli" / "upscale.py"}", line 1')  # the pattern does catch our frames
+    assert not OUR_FRAME.search(result.stderr), result.stderr
     assert "exitcode  : -15" not in result.stderr  # no worker was killed: each exited with the job's code
     assert GLOBAL_SUMMARY.findall(result.stdout) == [("0", "5", "1")]
     errors = [line for line in result.stderr.splitlines() if "zz_broken.png" in line]
