@@ -106,7 +106,11 @@ def test_save_pretrained_round_trip_is_identical(pipe, photo, tmp_path):
     pipe.save_pretrained(tmp_path / "model")
     again = StableSRPipeline.from_pretrained(tmp_path / "model")
     again.set_progress_bar_config(disable=True)
-    assert np.array_equal(run(pipe, photo, upscale=3.2), run(again, photo, upscale=3.2))
+    for name, module in pipe.components.items():  # the weights round-trip bit for bit ...
+        theirs = again.components[name].state_dict()
+        assert all(torch.equal(v, theirs[k]) for k, v in module.state_dict().items()), name
+    # ... the outputs within float32 noise (unaligned loaded weights take other CPU kernel paths, ~1e-6)
+    np.testing.assert_allclose(run(pipe, photo, upscale=3.2), run(again, photo, upscale=3.2), atol=1e-5, rtol=0)
     with pytest.raises(StableSRError):
         StableSRPipeline.from_pretrained(tmp_path)  # not a model folder
 
@@ -178,7 +182,8 @@ def test_webui_extract_on_a_separate_base_unet(pipe, tiny_weights, photo, tmp_pa
     reference = StableSRPipeline(pipe.unet, pipe.sft_adapter, pipe.time_aware_encoder, pipe.vae,
                                  prompt_encoder=pipe.prompt_encoder, config=pipe.config)
     reference.set_progress_bar_config(disable=True)
-    assert np.array_equal(run(webui, photo, upscale=3.2), run(reference, photo, upscale=3.2))
+    # other model instances: equal within float32 noise (weight alignment changes CPU kernels, ~1e-6)
+    np.testing.assert_allclose(run(webui, photo, upscale=3.2), run(reference, photo, upscale=3.2), atol=1e-5, rtol=0)
     with pytest.raises(StableSRError, match="base model"):
         StableSRPipeline.from_single_file(tmp_path / "webui_extract.safetensors", tiny_weights["cfw"],
                                           config=tiny_weights["config"])

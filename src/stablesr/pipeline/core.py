@@ -33,7 +33,7 @@ from ..config import (
     Sampler,
     UpscaleOptions,
 )
-from ..diffusion.denoiser import StableSRDenoiser, TextConditioning
+from ..diffusion.denoiser import Conditioning, StableSRDenoiser, TextConditioning
 from ..diffusion.sampling import NoiseSource, SamplerPlan, q_sample
 from ..diffusion.schedules import DiffusionSchedule
 from ..errors import OptionsError
@@ -351,7 +351,7 @@ class StableSRPipeline:
     def denoise(self, x_t: torch.Tensor, struct_latent: torch.Tensor, run: RunSettings) -> torch.Tensor:
         """6. Progressive aggregation sampling over the latent canvas."""
         t = run.tiling
-        fn = canvas_model_fn(self.denoiser, struct_latent, run.text, tile_size=t.tile, tile_overlap=t.overlap,
+        fn = canvas_model_fn(self.denoiser, Conditioning(struct_latent, run.text), tile_size=t.tile, tile_overlap=t.overlap,
                              tile_batch_size=t.batch, official_tile_weights=run.quirks.tile_weights)
         bar = self._progress_bar(len(run.plan.timesteps))
 
