@@ -69,8 +69,9 @@ def _coef(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class StepInfo:
-    """Where a sampler step is: ``step`` counts the steps run, ``index`` is the respaced index (DDPM) or the
-    DDIM table row, ``timestep`` the original timestep the networks saw."""
+    """Where a sampler step is: ``step`` counts the steps run (0 = first); ``index`` is the respaced index k,
+    counted from the LAST step (0 = the step that ends at x0, as the official DDPM loop counts, also for
+    DDIM); ``timestep`` the original timestep the networks saw."""
 
     step: int
     index: int
@@ -237,7 +238,7 @@ def sample_ddim(
 ) -> torch.Tensor:
     """The DDIM loop (one noise draw per step, even when eta is 0, as the official sampler does).
 
-    ``x0_transform`` sees ``StepInfo.index`` = the row of the table, counted from the noisiest step."""
+    ``x0_transform`` sees ``StepInfo.index`` = ``len(table) - 1 - k`` (counted from the last step, as DDPM)."""
     indices = [k for k in range(len(table)) if start_timestep is None or table.model_t[k] <= start_timestep]
     coefs = DDIMCoefficients.of(table, x.device)
     for step, k in enumerate(indices):
@@ -246,7 +247,7 @@ def sample_ddim(
         t = table.model_t[k]
         out = model_fn(x, t)
         x, _ = ddim_step(coefs, k, x, out, parameterization, noise.draw(x.shape, like=x), x0_transform=x0_transform,
-                         info=StepInfo(step, k, int(t)))
+                         info=StepInfo(step, len(table) - 1 - k, int(t)))
         x = _after_step(callback, step, t, x)
     return x
 
