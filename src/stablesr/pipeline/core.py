@@ -49,8 +49,8 @@ from ..models.time_aware_encoder import TimeAwareEncoder
 from ..tiling import vae as vae_tiling
 from ..tiling.canvas import canvas_model_fn
 from ..tiling.tiles import TileAccumulator, gaussian_weights, plan_tiles
-from .references import check_references, reference_canvas
-from .settings import RunSettings, StableSRPipelineOutput, StepEndCallback, TilingSettings, step_callback
+from .references import check_references, encode_reference, reference_canvas
+from .settings import RunSettings, StableSRPipelineOutput, StepEndCallback, TilingSettings, progress_bar, step_callback
 
 __all__ = ["StableSRPipeline"]
 
@@ -329,7 +329,8 @@ class StableSRPipeline:
         """Encode -> sample -> decode -> colour fix for one padded image (sides multiples of 8), in [-1, 1]."""
         struct_latent, features = self.encode_structure(image, run, vae_tile)
         x_t = self.prepare_latents(struct_latent, run)
-        guidance = None if reference is None else ReferenceGuidance(self.encode_reference(reference, run, vae_tile))
+        guidance = None if reference is None else ReferenceGuidance(
+            encode_reference(self.vae, reference, self.config.scale_factor, run.noise, vae_tile, run.tiling.vae_overlap))
         samples = self.denoise(x_t, struct_latent, run, guidance)
         return self.decode(samples, image, features, run, vae_tile), samples
 
@@ -350,13 +351,6 @@ class StableSRPipeline:
         latent = self.config.scale_factor * posterior.sample(run.noise.draw(posterior.mean.shape, like=posterior.mean))
         return latent, features
 
-    def encode_reference(self, reference: torch.Tensor, run: RunSettings, vae_tile: int | None) -> torch.Tensor:
-        """5c. The reference latent: scaled posterior sample of the CFW encoder (official face script)."""
-        moments = vae_tiling.encode_moments(self.vae, reference.to(self.vae.dtype), tile_px=vae_tile,
-                                            overlap_px=run.tiling.vae_overlap)
-        posterior = CFWEncoding(moments.float(), [])
-        return self.config.scale_factor * posterior.sample(run.noise.draw(posterior.mean.shape, like=posterior.mean))
-
     def prepare_latents(self, struct_latent: torch.Tensor, run: RunSettings) -> torch.Tensor:
         """5b. The starting latent x_T: pure noise, or the structure latent noised to the first timestep."""
         if run.init == "noise":
@@ -371,7 +365,7 @@ class StableSRPipeline:
         t = run.tiling
         fn = canvas_model_fn(self.denoiser, Conditioning(struct_latent, run.text), tile_size=t.tile, tile_overlap=t.overlap,
                              tile_batch_size=t.batch, official_tile_weights=run.quirks.tile_weights)
-        bar = self._progress_bar(len(run.plan.timesteps))
+        bar = progress_bar(self.progress_bar_config, len(run.plan.timesteps))
 
         def on_step(i: int, timestep: int, x: torch.Tensor) -> torch.Tensor | None:
             if bar is not None:
@@ -400,13 +394,3 @@ class StableSRPipeline:
                                       truncate=quirks.truncate_output)
         latents = results[0][2] if len(results) == 1 else None
         return StableSRPipelineOutput(images, latents) if return_dict else (images,)
-
-    # ------------------------------------------------------------------------------------------ helpers
-
-    def _progress_bar(self, total: int) -> Any:
-        if self.progress_bar_config.get("disable", False):
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, **{"leave": False, "desc": "steps", **self.progress_bar_config})
-

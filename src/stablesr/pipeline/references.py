@@ -6,9 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Quirks
+from ..diffusion.sampling import NoiseSource
 from ..errors import OptionsError
 from ..imaging.convert import ImageInput, PipelineImage, to_pipeline_images
 from ..imaging.geometry import Geometry, pad_image
+from ..models.cfw import CFWAutoencoderKL, CFWEncoding
+from ..tiling import vae as vae_tiling
 
 
 def check_references(items: list[PipelineImage], reference_image: ImageInput | None, quirks: Quirks
@@ -29,3 +32,11 @@ def reference_canvas(geo: Geometry, reference: torch.Tensor) -> torch.Tensor:
     shrink = geo.work[0] < reference.shape[-2]
     up = F.interpolate(reference, size=geo.work, mode="bicubic", align_corners=False, antialias=shrink).clamp(-1, 1)
     return pad_image(up, geo.padded)
+
+
+def encode_reference(vae: CFWAutoencoderKL, reference: torch.Tensor, scale_factor: float, noise: NoiseSource,
+                     vae_tile: int | None, vae_overlap: int) -> torch.Tensor:
+    """The reference latent: the scaled posterior SAMPLE of the CFW encoder (official face script), one draw."""
+    moments = vae_tiling.encode_moments(vae, reference.to(vae.dtype), tile_px=vae_tile, overlap_px=vae_overlap)
+    posterior = CFWEncoding(moments.float(), [])
+    return scale_factor * posterior.sample(noise.draw(posterior.mean.shape, like=posterior.mean))

@@ -73,7 +73,7 @@ class GoldenModels:
                              linear_end=spec.linear_end)
         pipe = StableSRPipeline(self.parts.unet, self.parts.sft_adapter, self.parts.time_aware_encoder, self.vae,
                                 struct_vae=self.parts.struct_vae, config=config)
-        pipe.set_progress_bar_config(disable=True)  # its denoiser shares our adapter, whose hooks stay attached
+        pipe.set_progress_bar_config(disable=True)
         return pipe
 
     @property
