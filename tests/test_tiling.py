@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stablesr.errors import GeometryError
-from stablesr.tiling.tiles import Tile, TileAccumulator, gaussian_weights, plan_tiles, tile_starts
+from stablesr.tiling.tiles import Tile, TileAccumulator, TilePlan, gaussian_weights, plan_tiles, tile_starts
 
 PROPERTY = settings(max_examples=150, deadline=None)
 SLOW_PROPERTY = settings(max_examples=60, deadline=None)
@@ -400,3 +400,23 @@ def test_accumulator_raises_on_uncovered_pixels(official: bool) -> None:
     # nothing added at all
     with pytest.raises(GeometryError):
         TileAccumulator((3, 5), device="cpu").result()
+
+
+# TilePlan: built once per image
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_tile_plan_pads_the_last_group_and_sums_the_weights_once(official):
+    plan = TilePlan.build(24, 20, 16, 12, batch=4, device="cpu", official=official)
+    assert len(plan.tiles) == 6 and [len(g) for g in plan.groups] == [4, 2]
+    assert [len(plan.padded(g)) for g in plan.groups] == [4, 4]  # fixed-shape batches
+    again = TileAccumulator((1, 24, 20), device="cpu", official_rounding=official)
+    for t in plan.tiles:
+        again.add(t, torch.zeros(1, t.h, t.w), plan.weights)
+    torch.testing.assert_close(plan.weight_sum, again.weight, rtol=0, atol=0)
+    acc = plan.accumulator((1, 3, 24, 20), "cpu")
+    for _ in range(2):  # the buffer is reused across steps: reset, add, result
+        acc.reset()
+        for t in plan.tiles:
+            acc.add(t, torch.full((1, 3, t.h, t.w), 2.0), plan.weights)
+        torch.testing.assert_close(acc.result(), torch.full((1, 3, 24, 20), 2.0), rtol=1e-6, atol=1e-6)

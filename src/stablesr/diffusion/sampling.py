@@ -67,32 +67,117 @@ def _coef(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(v, dtype=torch.float32, device=x.device)
 
 
-def predict_x0(sched: DiffusionSchedule, i: int, x: torch.Tensor, out: torch.Tensor, parameterization: str) -> torch.Tensor:
+@dataclass(frozen=True)
+class StepInfo:
+    """Where a sampler step is: ``step`` counts the steps run (0 = first); ``index`` is the respaced index k,
+    counted from the LAST step (0 = the step that ends at x0, as the official DDPM loop counts, also for
+    DDIM); ``timestep`` the original timestep the networks saw."""
+
+    step: int
+    index: int
+    timestep: int
+
+
+X0Transform = Callable[[torch.Tensor, StepInfo], torch.Tensor]
+"""``x0_transform(x0, info)`` -> the x0 the posterior uses (e.g. face reference guidance); called every step."""
+
+
+def x0_from_eps(x: torch.Tensor, eps: torch.Tensor, sqrt_recip_a: torch.Tensor, sqrt_recipm1_a: torch.Tensor
+                ) -> torch.Tensor:
+    """eps prediction wrapper: ``x0 = sqrt(1/abar) x - sqrt(1/abar - 1) eps`` (the official DDPM arithmetic)."""
+    return sqrt_recip_a * x - sqrt_recipm1_a * eps
+
+
+def x0_from_v(x: torch.Tensor, v: torch.Tensor, sqrt_a: torch.Tensor, sqrt_one_minus_a: torch.Tensor) -> torch.Tensor:
+    """v prediction wrapper: ``x0 = sqrt(abar) x - sqrt(1 - abar) v``."""
+    return sqrt_a * x - sqrt_one_minus_a * v
+
+
+def eps_from_v(x: torch.Tensor, v: torch.Tensor, sqrt_a: torch.Tensor, sqrt_one_minus_a: torch.Tensor) -> torch.Tensor:
+    """``eps = sqrt(abar) v + sqrt(1 - abar) x`` (the official DDIM arithmetic for v models)."""
+    return sqrt_a * v + sqrt_one_minus_a * x
+
+
+@dataclass(frozen=True)
+class DDPMCoefficients:
+    """The respaced schedule's per-index coefficients as float32 tensors on one device (built once per run,
+    so a step indexes device tensors instead of copying CPU floats)."""
+
+    sqrt_a: torch.Tensor
+    sqrt_one_minus_a: torch.Tensor
+    sqrt_recip_a: torch.Tensor
+    sqrt_recipm1_a: torch.Tensor
+    mean_coef1: torch.Tensor
+    mean_coef2: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def of(cls, sched: DiffusionSchedule, device: torch.device | str) -> DDPMCoefficients:
+        f = lambda v: torch.as_tensor(v).to(device=device, dtype=torch.float32)
+        return cls(f(sched.sqrt_alphas_cumprod), f(sched.sqrt_one_minus_alphas_cumprod),
+                   f(sched.sqrt_recip_alphas_cumprod), f(sched.sqrt_recipm1_alphas_cumprod),
+                   f(sched.posterior_mean_coef1), f(sched.posterior_mean_coef2),
+                   (0.5 * f(sched.posterior_log_variance_clipped)).exp())
+
+
+@dataclass(frozen=True)
+class DDIMCoefficients:
+    """A DDIM table's per-row coefficients as float32 tensors on one device."""
+
+    a: torch.Tensor
+    a_prev: torch.Tensor
+    sigma: torch.Tensor
+
+    @classmethod
+    def of(cls, table: DDIMTable, device: torch.device | str) -> DDIMCoefficients:
+        f = lambda v: torch.as_tensor(v).to(device=device, dtype=torch.float32)
+        return cls(f(table.alpha), f(table.alpha_prev), f(table.sigma))
+
+
+def predict_x0(sched: DiffusionSchedule | DDPMCoefficients, i: int, x: torch.Tensor, out: torch.Tensor,
+               parameterization: str) -> torch.Tensor:
     """x0 from the model output at (respaced) index ``i``; never clamped."""
+    c = sched if isinstance(sched, DDPMCoefficients) else DDPMCoefficients.of(sched, x.device)
     if parameterization == "v":
-        return _coef(sched.sqrt_alphas_cumprod[i], x) * x - _coef(sched.sqrt_one_minus_alphas_cumprod[i], x) * out
-    return _coef(sched.sqrt_recip_alphas_cumprod[i], x) * x - _coef(sched.sqrt_recipm1_alphas_cumprod[i], x) * out
+        return x0_from_v(x, out, c.sqrt_a[i], c.sqrt_one_minus_a[i])
+    return x0_from_eps(x, out, c.sqrt_recip_a[i], c.sqrt_recipm1_a[i])
 
 
 def ddpm_step(
-    sched: DiffusionSchedule, i: int, x: torch.Tensor, out: torch.Tensor, parameterization: str, noise: torch.Tensor
+    sched: DiffusionSchedule | DDPMCoefficients, i: int, x: torch.Tensor, out: torch.Tensor, parameterization: str,
+    noise: torch.Tensor, *, x0_transform: X0Transform | None = None, info: StepInfo | None = None,
 ) -> torch.Tensor:
-    """One ancestral step with the fixed-small posterior variance; at ``i == 0`` the noise is masked out."""
-    x0 = predict_x0(sched, i, x, out, parameterization)
-    mean = _coef(sched.posterior_mean_coef1[i], x) * x0 + _coef(sched.posterior_mean_coef2[i], x) * x
+    """One ancestral step with the fixed-small posterior variance; at ``i == 0`` the noise is masked out.
+
+    The step is x0 (from the prediction), then ``x0_transform(x0, info)`` if given, then the posterior.
+    """
+    c = sched if isinstance(sched, DDPMCoefficients) else DDPMCoefficients.of(sched, x.device)
+    x0 = predict_x0(c, i, x, out, parameterization)
+    if x0_transform is not None:
+        x0 = x0_transform(x0, info or StepInfo(0, i, -1))
+    mean = c.mean_coef1[i] * x0 + c.mean_coef2[i] * x
     if i == 0:
         return mean
-    return mean + (0.5 * _coef(sched.posterior_log_variance_clipped[i], x)).exp() * noise
+    return mean + c.std[i] * noise
 
 
 def ddim_step(
-    table: DDIMTable, k: int, x: torch.Tensor, out: torch.Tensor, parameterization: str, noise: torch.Tensor
+    table: DDIMTable | DDIMCoefficients, k: int, x: torch.Tensor, out: torch.Tensor, parameterization: str,
+    noise: torch.Tensor, *, x0_transform: X0Transform | None = None, info: StepInfo | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DDIM step of iteration ``k``; returns ``(x_prev, pred_x0)``."""
-    a_t, a_prev, sigma = _coef(table.alpha[k], x), _coef(table.alpha_prev[k], x), _coef(table.sigma[k], x)
+    """One DDIM step of iteration ``k``; returns ``(x_prev, pred_x0)``.
+
+    With ``x0_transform`` the transformed x0 is used and eps is recomputed from it, so the update stays on
+    the line through ``x`` and the new x0.
+    """
+    c = table if isinstance(table, DDIMCoefficients) else DDIMCoefficients.of(table, x.device)
+    a_t, a_prev, sigma = c.a[k], c.a_prev[k], c.sigma[k]
     sqrt_one_minus_a = (1 - a_t).sqrt()
-    eps = a_t.sqrt() * out + sqrt_one_minus_a * x if parameterization == "v" else out
+    eps = eps_from_v(x, out, a_t.sqrt(), sqrt_one_minus_a) if parameterization == "v" else out
     x0 = (x - sqrt_one_minus_a * eps) / a_t.sqrt()
+    if x0_transform is not None:
+        x0 = x0_transform(x0, info or StepInfo(0, k, -1))
+        eps = (x - a_t.sqrt() * x0) / sqrt_one_minus_a
     direction = (1.0 - a_prev - sigma**2).sqrt() * eps
     return a_prev.sqrt() * x0 + direction + sigma * noise, x0
 
@@ -119,6 +204,7 @@ def sample_ddpm(
     start_timestep: int | None = None,
     callback: StepCallback | None = None,
     interrupted: StopCheck | None = None,
+    x0_transform: X0Transform | None = None,
 ) -> torch.Tensor:
     """The respaced DDPM loop: from the last index down to 0, one noise draw per step (also the last).
 
@@ -126,12 +212,15 @@ def sample_ddpm(
     intermediate step; pair it with ``q_sample`` of the LR latent at that timestep).
     """
     indices = [i for i in reversed(range(len(sched))) if start_timestep is None or sched.timesteps[i] <= start_timestep]
+    coefs = DDPMCoefficients.of(sched, x.device)
     for k, i in enumerate(indices):
         if interrupted is not None and interrupted():
             break
         t = int(sched.timesteps[i])
         out = model_fn(x, t)
-        x = _after_step(callback, k, t, ddpm_step(sched, i, x, out, parameterization, noise.draw(x.shape, like=x)))
+        x = ddpm_step(coefs, i, x, out, parameterization, noise.draw(x.shape, like=x), x0_transform=x0_transform,
+                      info=StepInfo(k, i, t))
+        x = _after_step(callback, k, t, x)
     return x
 
 
@@ -145,15 +234,20 @@ def sample_ddim(
     start_timestep: int | None = None,
     callback: StepCallback | None = None,
     interrupted: StopCheck | None = None,
+    x0_transform: X0Transform | None = None,
 ) -> torch.Tensor:
-    """The DDIM loop (one noise draw per step, even when eta is 0, as the official sampler does)."""
+    """The DDIM loop (one noise draw per step, even when eta is 0, as the official sampler does).
+
+    ``x0_transform`` sees ``StepInfo.index`` = ``len(table) - 1 - k`` (counted from the last step, as DDPM)."""
     indices = [k for k in range(len(table)) if start_timestep is None or table.model_t[k] <= start_timestep]
+    coefs = DDIMCoefficients.of(table, x.device)
     for step, k in enumerate(indices):
         if interrupted is not None and interrupted():
             break
         t = table.model_t[k]
         out = model_fn(x, t)
-        x, _ = ddim_step(table, k, x, out, parameterization, noise.draw(x.shape, like=x))
+        x, _ = ddim_step(coefs, k, x, out, parameterization, noise.draw(x.shape, like=x), x0_transform=x0_transform,
+                         info=StepInfo(step, len(table) - 1 - k, int(t)))
         x = _after_step(callback, step, t, x)
     return x
 
@@ -212,11 +306,11 @@ class SamplerPlan:
         return run if self.start_timestep is None else [t for t in run if t <= self.start_timestep]
 
     def run(self, model_fn: ModelFn, x_t: torch.Tensor, noise: NoiseSource, *, callback: StepCallback | None = None,
-            interrupted: StopCheck | None = None) -> torch.Tensor:
-        """Sample from ``x_t`` down to x0."""
+            interrupted: StopCheck | None = None, x0_transform: X0Transform | None = None) -> torch.Tensor:
+        """Sample from ``x_t`` down to x0 (``x0_transform`` edits every step's x0 before the posterior)."""
         if self.schedule is not None:
             return sample_ddpm(model_fn, x_t, self.schedule, self.prediction, noise, start_timestep=self.start_timestep,
-                               callback=callback, interrupted=interrupted)
+                               callback=callback, interrupted=interrupted, x0_transform=x0_transform)
         assert self.table is not None
         return sample_ddim(model_fn, x_t, self.table, self.prediction, noise, start_timestep=self.start_timestep,
-                           callback=callback, interrupted=interrupted)
+                           callback=callback, interrupted=interrupted, x0_transform=x0_transform)

@@ -5,16 +5,16 @@ residual branch ``h`` (after the block's second convolution, before the skip add
 ``GN(h) * (1 + gamma(f)) + beta(f)`` where ``f`` is the time-aware encoder's feature map at
 ``h``'s resolution. The official code calls these layers SPADE.
 
-We do not fork the UNet: :class:`SFTAdapter` owns the SFT layers and attaches them to an
-unmodified ``diffusers.UNet2DConditionModel`` with forward hooks on each ResBlock's ``conv2``.
+We do not fork the UNet: :class:`SFTAdapter` owns the SFT layers, and
+:class:`~stablesr.models.sft_unet.SFTUNet` runs an unmodified ``diffusers.UNet2DConditionModel`` block by
+block with the layers applied after each ResBlock's ``conv2`` and the features passed as an argument.
 The UNet weights therefore stay a plain diffusers UNet (loadable and shareable on their own),
-and the same adapter can be put on any SD-2.x UNet, as the "webui" extracts expect.
+and the same adapter can steer any SD-2.x UNet, as the "webui" extracts expect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -60,9 +60,8 @@ class SFTAdapter(ModelMixin, ConfigMixin):
 
     Example:
         >>> adapter = SFTAdapter.for_unet(unet, cond_channels=256)
-        >>> adapter.attach(unet)
-        >>> with adapter.conditioning(encoder(lr_latent, t)):
-        ...     eps = unet(x_t, t, encoder_hidden_states=context).sample
+        >>> from stablesr.models.sft_unet import SFTUNet
+        >>> eps = SFTUNet(unet, adapter)(x_t, t, context, encoder(lr_latent, t))
     """
 
     @register_to_config
@@ -71,8 +70,6 @@ class SFTAdapter(ModelMixin, ConfigMixin):
         if len(targets) != len(channels):
             raise ValueError("SFTAdapter: targets and channels must have the same length")
         self.layers = nn.ModuleList(SFTLayer(c, cond_channels) for c in channels)
-        self._features: dict[str, torch.Tensor] | None = None
-        self._attached: list[torch.utils.hooks.RemovableHandle] = []
 
     @classmethod
     def for_unet(cls, unet: nn.Module, cond_channels: int = 256) -> SFTAdapter:
@@ -80,40 +77,6 @@ class SFTAdapter(ModelMixin, ConfigMixin):
         paths = unet_resnet_paths(unet)
         return cls(targets=paths, channels=[unet.get_submodule(p).conv2.out_channels for p in paths],
                    cond_channels=cond_channels)
-
-    def attach(self, unet: nn.Module) -> None:
-        """Hook every layer onto its ResBlock of ``unet`` (idempotent: re-attaching detaches first)."""
-        self.detach()
-        for path, layer in zip(self.config.targets, self.layers):
-            conv2 = unet.get_submodule(path).conv2
-            if conv2.out_channels != layer.mlp_gamma.out_channels:
-                raise ValueError(f"SFT layer for {path} has {layer.mlp_gamma.out_channels} channels, "
-                                 f"the UNet block has {conv2.out_channels}")
-            self._attached.append(conv2.register_forward_hook(self._hook(layer)))
-
-    def detach(self) -> None:
-        """Remove the hooks: the UNet becomes plain Stable Diffusion again."""
-        for handle in self._attached:
-            handle.remove()
-        self._attached.clear()
-
-    def _hook(self, layer: SFTLayer):
-        def apply(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-            feats = self._features
-            if feats is None:
-                raise RuntimeError("SFTAdapter: call the UNet inside `with adapter.conditioning(features):`")
-            return layer(out, select_feature(feats, out))
-
-        return apply
-
-    @contextmanager
-    def conditioning(self, features: dict[str, torch.Tensor]) -> Iterator[None]:
-        """Make ``features`` (the time-aware encoder's output) the modulation maps for the enclosed UNet calls."""
-        previous, self._features = self._features, features
-        try:
-            yield
-        finally:
-            self._features = previous
 
 
 def select_feature(features: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:

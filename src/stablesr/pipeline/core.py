@@ -33,8 +33,9 @@ from ..config import (
     Sampler,
     UpscaleOptions,
 )
-from ..diffusion.denoiser import StableSRDenoiser, TextConditioning
-from ..diffusion.sampling import NoiseSource, SamplerPlan, q_sample
+from ..diffusion.denoiser import Conditioning, StableSRDenoiser, TextConditioning
+from ..diffusion.reference import ReferenceGuidance
+from ..diffusion.sampling import NoiseSource, SamplerPlan, X0Transform, q_sample
 from ..diffusion.schedules import DiffusionSchedule
 from ..errors import OptionsError
 from ..imaging.alpha import resize_alpha
@@ -48,7 +49,8 @@ from ..models.time_aware_encoder import TimeAwareEncoder
 from ..tiling import vae as vae_tiling
 from ..tiling.canvas import canvas_model_fn
 from ..tiling.tiles import TileAccumulator, gaussian_weights, plan_tiles
-from .settings import RunSettings, StableSRPipelineOutput, StepEndCallback, TilingSettings, step_callback
+from .references import check_references, encode_reference, reference_canvas
+from .settings import RunSettings, StableSRPipelineOutput, StepEndCallback, TilingSettings, progress_bar, step_callback
 
 __all__ = ["StableSRPipeline"]
 
@@ -194,6 +196,7 @@ class StableSRPipeline:
         return_dict: bool = True,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
         callback_on_step_end: StepEndCallback | None = None,
+        reference_image: ImageInput | None = None,
     ) -> StableSRPipelineOutput | tuple:
         """Upscale ``image`` by ``upscale`` (any positive float).
 
@@ -226,6 +229,9 @@ class StableSRPipeline:
             callback_on_step_end: ``callback_on_step_end(pipe, step, timestep, {"latents": x})`` after every
                 step, as in diffusers; may return ``{"latents": ...}`` to replace them, or set
                 ``pipe._interrupt = True`` to stop sampling.
+            reference_image: face reference guidance (official face script): one reference per input image
+                (e.g. a CodeFormer restoration), resized to the working size and encoded by the CFW encoder;
+                x0 is pulled to its latent at every step with respaced index >= 10. Use with the ``face`` model.
 
         Returns:
             :class:`StableSRPipelineOutput` (or ``(images,)`` with ``return_dict=False``).
@@ -247,7 +253,9 @@ class StableSRPipeline:
         run = RunSettings(text, plan, noise or NoiseSource(generator), init, tiling, float(options.fidelity or 0),
                           options.color_fix or "none", quirks, step_callback(self, callback, callback_on_step_end))
         # 4.-7. Per image: geometry, structure latent, denoising, decoding
-        results = [self._upscale_one(item, float(options.scale), run) for item in to_pipeline_images(image)]
+        items = to_pipeline_images(image)
+        refs = check_references(items, reference_image, quirks)
+        results = [self._upscale_one(item, float(options.scale), run, ref) for item, ref in zip(items, refs)]
         # 8. Output conversion
         return self.postprocess(results, output_type, quirks, return_dict)
 
@@ -285,7 +293,7 @@ class StableSRPipeline:
         return TilingSettings(int(options.tile_size or 0), int(options.tile_overlap or 0), options.tile_batch_size,
                               vae_tile, vae_overlap)
 
-    def _upscale_one(self, item: PipelineImage, upscale: float, run: RunSettings
+    def _upscale_one(self, item: PipelineImage, upscale: float, run: RunSettings, reference: torch.Tensor | None
                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(image in [0, 1], its alpha, the latent canvas) for one input batch."""
         lr = item.pixels.to(self.device)
@@ -297,7 +305,8 @@ class StableSRPipeline:
         if run.quirks.pixel_tiles and tiling.vae_tile is not None and max(padded.shape[-2:]) > tiling.vae_tile:
             restored = self._restore_in_patches(padded, run)
         else:
-            restored, latents = self._restore(padded, run, None if run.quirks.pixel_tiles else tiling.vae_tile)
+            ref = None if reference is None else reference_canvas(geo, reference.to(self.device))
+            restored, latents = self._restore(padded, run, None if run.quirks.pixel_tiles else tiling.vae_tile, ref)
         # 7b. Back to [0, 1], undo the geometry; resize the alpha to match
         image = geo.finish(torch.clamp((restored + 1) / 2, 0, 1))
         alpha = None if item.alpha is None else resize_alpha(item.alpha, tuple(image.shape[-2:]))
@@ -315,12 +324,14 @@ class StableSRPipeline:
                                                  dtype=torch.float64 if official else torch.float32))
         return acc.result()
 
-    def _restore(self, image: torch.Tensor, run: RunSettings, vae_tile: int | None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _restore(self, image: torch.Tensor, run: RunSettings, vae_tile: int | None,
+                 reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode -> sample -> decode -> colour fix for one padded image (sides multiples of 8), in [-1, 1]."""
         struct_latent, features = self.encode_structure(image, run, vae_tile)
         x_t = self.prepare_latents(struct_latent, run)
-        samples = self.denoise(x_t, struct_latent, run)
+        guidance = None if reference is None else ReferenceGuidance(
+            encode_reference(self.vae, reference, self.config.scale_factor, run.noise, vae_tile, run.tiling.vae_overlap))
+        samples = self.denoise(x_t, struct_latent, run, guidance)
         return self.decode(samples, image, features, run, vae_tile), samples
 
     def encode_structure(self, image: torch.Tensor, run: RunSettings, vae_tile: int | None
@@ -348,12 +359,13 @@ class StableSRPipeline:
         base = DiffusionSchedule.base(self.config.linear_start, self.config.linear_end)
         return q_sample(struct_latent, t, run.noise.draw(struct_latent.shape, like=struct_latent), base)
 
-    def denoise(self, x_t: torch.Tensor, struct_latent: torch.Tensor, run: RunSettings) -> torch.Tensor:
-        """6. Progressive aggregation sampling over the latent canvas."""
+    def denoise(self, x_t: torch.Tensor, struct_latent: torch.Tensor, run: RunSettings,
+                x0_transform: X0Transform | None = None) -> torch.Tensor:
+        """6. Progressive aggregation sampling over the latent canvas (``x0_transform``: e.g. reference guidance)."""
         t = run.tiling
-        fn = canvas_model_fn(self.denoiser, struct_latent, run.text, tile_size=t.tile, tile_overlap=t.overlap,
+        fn = canvas_model_fn(self.denoiser, Conditioning(struct_latent, run.text), tile_size=t.tile, tile_overlap=t.overlap,
                              tile_batch_size=t.batch, official_tile_weights=run.quirks.tile_weights)
-        bar = self._progress_bar(len(run.plan.timesteps))
+        bar = progress_bar(self.progress_bar_config, len(run.plan.timesteps))
 
         def on_step(i: int, timestep: int, x: torch.Tensor) -> torch.Tensor | None:
             if bar is not None:
@@ -361,7 +373,8 @@ class StableSRPipeline:
             return run.callback(i, timestep, x) if run.callback is not None else None
 
         try:
-            return run.plan.run(fn, x_t, run.noise, callback=on_step, interrupted=lambda: self._interrupt)
+            return run.plan.run(fn, x_t, run.noise, callback=on_step, interrupted=lambda: self._interrupt,
+                                x0_transform=x0_transform)
         finally:
             if bar is not None:
                 bar.close()
@@ -381,13 +394,3 @@ class StableSRPipeline:
                                       truncate=quirks.truncate_output)
         latents = results[0][2] if len(results) == 1 else None
         return StableSRPipelineOutput(images, latents) if return_dict else (images,)
-
-    # ------------------------------------------------------------------------------------------ helpers
-
-    def _progress_bar(self, total: int) -> Any:
-        if self.progress_bar_config.get("disable", False):
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, **{"leave": False, "desc": "steps", **self.progress_bar_config})
-

@@ -74,3 +74,12 @@ def step_callback(pipe: StableSRPipeline, callback: Callable[[int, int, torch.Te
         return (returned or {}).get("latents")
 
     return step
+
+
+def progress_bar(config: dict[str, Any], total: int) -> Any:
+    """The per-step tqdm bar (``None`` when ``config`` disables it)."""
+    if config.get("disable", False):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, **{"leave": False, "desc": "steps", **config})

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from ..checkpoints.convert import LDMParts, load_cfw, load_ldm, map_official_keys
 from ..checkpoints.official_config import LDMSpec, cfw_vae_config, read_config_file
 from ..config import ModelConfig, Quirks
-from ..diffusion.denoiser import StableSRDenoiser, TextConditioning
+from ..diffusion.denoiser import Conditioning, StableSRDenoiser, TextConditioning
 from ..diffusion.sampling import RecordedNoise, q_sample, sample_ddim, sample_ddpm
 from ..diffusion.schedules import DDIMTable, DiffusionSchedule
 from ..imaging.color import apply_color_fix
@@ -73,7 +73,7 @@ class GoldenModels:
                              linear_end=spec.linear_end)
         pipe = StableSRPipeline(self.parts.unet, self.parts.sft_adapter, self.parts.time_aware_encoder, self.vae,
                                 struct_vae=self.parts.struct_vae, config=config)
-        pipe.set_progress_bar_config(disable=True)  # its denoiser shares our adapter, whose hooks stay attached
+        pipe.set_progress_bar_config(disable=True)
         return pipe
 
     @property
@@ -111,9 +111,7 @@ def flow_struct_encoder(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise)
 
 def flow_unet(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[str, torch.Tensor]:
     feats = {k[len("in.struct_cond."):]: v for k, v in t.items() if k.startswith("in.struct_cond.")}
-    with m.parts.sft_adapter.conditioning(feats):
-        out = m.parts.unet(t["in.x_t"], t["in.t"], encoder_hidden_states=t["in.context"]).sample
-    return {"out.model_output": out}
+    return {"out.model_output": m.denoiser.steered(t["in.x_t"], t["in.t"], t["in.context"], feats)}
 
 
 def flow_cfw(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[str, torch.Tensor]:
@@ -145,7 +143,7 @@ def flow_ddpm_old(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> di
     x_t = noise.draw(struct.shape, like=struct)
     sched = DiffusionSchedule.respaced(int(p["ddpm_steps"]), spec.linear_start, spec.linear_end)
     text = _text(t, p)
-    samples = sample_ddpm(lambda x, tt: m.denoiser(x, tt, struct, text), x_t, sched, spec.parameterization, noise)
+    samples = sample_ddpm(lambda x, tt: m.denoiser(x, tt, Conditioning(struct, text)), x_t, sched, spec.parameterization, noise)
     decoded, final = _finish(m, samples, enc.features, lr, p, spec.scale_factor)
     return {"out.samples": samples, "out.x_decoded": decoded, "out.x_final": final}
 
@@ -182,7 +180,7 @@ def flow_ddim(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[s
         struct = spec.scale_factor * moments.sample(noise.draw(moments.mean.shape, like=moments.mean))
         noise.draw(struct.shape, like=struct)  # noised-LR x_T computed, then discarded by the script
         x_t = noise.draw(struct.shape, like=struct)
-        fn = canvas_model_fn(m.denoiser, struct, text, tile_size=int(canvas["tile_size"]),
+        fn = canvas_model_fn(m.denoiser, Conditioning(struct, text), tile_size=int(canvas["tile_size"]),
                              tile_overlap=int(canvas["tile_overlap"]), tile_batch_size=int(canvas.get("n_samples", 1)),
                              official_tile_weights=True)
         features = m.vae.encode_with_features(lr).features
@@ -191,7 +189,7 @@ def flow_ddim(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[s
         struct = spec.scale_factor * enc.sample(noise.draw(enc.mean.shape, like=enc.mean))
         base = DiffusionSchedule.base(spec.linear_start, spec.linear_end)
         x_t = q_sample(struct, 999, noise.draw(struct.shape, like=struct), base)
-        fn = lambda x, tt: m.denoiser(x, tt, struct, text)
+        fn = lambda x, tt: m.denoiser(x, tt, Conditioning(struct, text))
         features = enc.features
     samples = sample_ddim(fn, x_t, table, spec.parameterization, noise)
     decoded, final = _finish(m, samples, features, lr, p, spec.scale_factor)

@@ -3,21 +3,22 @@
 :func:`canvas_model_fn` turns a :class:`~stablesr.diffusion.denoiser.StableSRDenoiser` into the model
 function the samplers call: at every step the latent is cut into overlapping tiles, each tile (with the
 matching crop of the LR latent) is denoised in batches, and the outputs are blended with Gaussian weights.
+Everything that does not change between steps (the tile plan, the summed weights, the cropped
+conditioning of every tile batch, the canvas buffer) is built once per image.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..diffusion.denoiser import StableSRDenoiser, TextConditioning
+from ..diffusion.denoiser import Conditioning, StableSRDenoiser
 from ..diffusion.sampling import ModelFn
-from .tiles import Tile, TileAccumulator, gaussian_weights, plan_tiles
+from .tiles import TileAccumulator, TilePlan
 
 
 def canvas_model_fn(
     denoiser: StableSRDenoiser,
-    struct_latent: torch.Tensor,
-    text: TextConditioning,
+    cond: Conditioning,
     *,
     tile_size: int,
     tile_overlap: int,
@@ -26,30 +27,28 @@ def canvas_model_fn(
 ) -> ModelFn:
     """Progressive aggregation sampling's model function over the whole latent canvas.
 
-    ``official_tile_weights=True`` (the ``tile_weights`` quirk) visits tiles in the official order, uses the official (off-centre)
-    weights and the official float64-per-tile accumulation, for bit-level parity; results
-    differ from the default only at float32 rounding level and by the half-pixel weight shift.
+    ``official_tile_weights=True`` (the ``tile_weights`` quirk) visits tiles in the official order, uses the
+    official (off-centre) weights and the official float64-per-tile accumulation, for bit-level parity;
+    results differ from the default only at float32 rounding level and by the half-pixel weight shift.
     """
-    b, _, h, w = struct_latent.shape
-    tiles = plan_tiles(h, w, tile_size, tile_overlap, x_major=official_tile_weights)
-    if len(tiles) == 1 and not official_tile_weights:
-        return lambda x, t: denoiser(x, t, struct_latent, text)
-    th, tw = tiles[0].h, tiles[0].w
-    weights = gaussian_weights(th, tw, official_centre=official_tile_weights,
-                               dtype=torch.float64 if official_tile_weights else torch.float32)
-    weights = weights.to(struct_latent.device)
-    batch = max(1, int(tile_batch_size))
-
-    def crop(z: torch.Tensor, group: list[Tile]) -> torch.Tensor:
-        return torch.cat([z[..., t.y0:t.y0 + t.h, t.x0:t.x0 + t.w] for t in group])
+    b, _, h, w = cond.struct_latent.shape
+    plan = TilePlan.build(h, w, tile_size, tile_overlap, batch=tile_batch_size, device=cond.struct_latent.device,
+                          official=official_tile_weights)
+    if len(plan.tiles) == 1 and not official_tile_weights:
+        return lambda x, t: denoiser(x, t, cond)
+    batches = [(group, plan.padded(group)) for group in plan.groups]
+    conds = [cond.crop([t.slices for t in padded]) for _, padded in batches]  # once, not per step
+    acc: list[TileAccumulator] = []
 
     def model_fn(x: torch.Tensor, t: int) -> torch.Tensor:
-        acc = TileAccumulator(tuple(x.shape), device=x.device, official_rounding=official_tile_weights)
-        for start in range(0, len(tiles), batch):
-            group = tiles[start:start + batch]
-            out = denoiser(crop(x, group), t, crop(struct_latent, group), text)
-            for j, tile in enumerate(group):
-                acc.add(tile, out[j * b:(j + 1) * b], weights)
-        return acc.result().to(x.dtype)
+        if not acc:
+            acc.append(plan.accumulator(tuple(x.shape), x.device))
+        canvas = acc[0]
+        canvas.reset()
+        for (group, padded), c in zip(batches, conds):
+            out = denoiser(torch.cat([x[..., s[0], s[1]] for s in (tl.slices for tl in padded)]), t, c)
+            for j, tile in enumerate(group):  # the padding's outputs are dropped
+                canvas.add(tile, out[j * b:(j + 1) * b], plan.weights)
+        return canvas.result().to(x.dtype)
 
     return model_fn

@@ -97,7 +97,7 @@ class TileAccumulator:
 
     ``official_rounding=True`` adds each tile in float64 and rounds the canvas to float32 after
     every tile, which is what the official code's float32-buffer/float64-weight arithmetic does;
-    the default accumulates in the canvas dtype.
+    the default accumulates in the canvas dtype. Coverage is tracked on the host (no device sync).
 
     Example:
         >>> acc = TileAccumulator((1, 4, 24, 20), device="cpu")
@@ -114,10 +114,17 @@ class TileAccumulator:
         device: torch.device | str,
         dtype: torch.dtype = torch.float32,
         official_rounding: bool = False,
+        weight_sum: torch.Tensor | None = None,
     ) -> None:
         self.value = torch.zeros(shape, device=device, dtype=dtype)
-        self.weight = torch.zeros(shape[-2:], device=device, dtype=dtype)
         self.official_rounding = official_rounding
+        self._fixed_weights = weight_sum is not None  # precomputed by a TilePlan: not re-summed
+        self.weight = weight_sum if weight_sum is not None else torch.zeros(shape[-2:], device=device, dtype=dtype)
+        self._covered = np.zeros(shape[-2:], dtype=bool) if weight_sum is None else None
+
+    def reset(self) -> None:
+        """Zero the canvas for the next round (the buffer is reused)."""
+        self.value.zero_()
 
     def add(self, tile: Tile, values: torch.Tensor, weights: torch.Tensor) -> None:
         """Add one tile's ``values`` (..., h, w) with ``weights`` (h, w)."""
@@ -126,14 +133,60 @@ class TileAccumulator:
             w64 = weights.to(self.value.device, torch.float64)
             region = self.value[..., ys, xs]
             self.value[..., ys, xs] = (region.double() + values.double() * w64).to(self.value.dtype)
-            self.weight[ys, xs] = (self.weight[ys, xs].double() + w64).to(self.weight.dtype)
+            if not self._fixed_weights:
+                self.weight[ys, xs] = (self.weight[ys, xs].double() + w64).to(self.weight.dtype)
         else:
             w = weights.to(self.value.device, self.value.dtype)
             self.value[..., ys, xs] += values.to(self.value.dtype) * w
-            self.weight[ys, xs] += w
+            if not self._fixed_weights:
+                self.weight[ys, xs] += w
+        if self._covered is not None:
+            self._covered[ys, xs] = True
 
     def result(self) -> torch.Tensor:
         """The blended canvas; raises if a pixel received no tile."""
-        if not bool((self.weight > 0).all()):
+        if self._covered is not None and not self._covered.all():
             raise GeometryError("tiling left pixels uncovered")
         return self.value / self.weight
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiles of one latent canvas, grouped into fixed-size batches, with the weight map and the summed
+    weights computed once per image (not per step). The last group is padded with repeats of its first
+    tile so every network call has the same batch shape; the padding's outputs are discarded.
+
+    Example:
+        >>> plan = TilePlan.build(24, 20, 16, 8, batch=4, device="cpu")
+        >>> [len(g) for g in plan.groups], plan.padded_batches
+        ([4], [4])
+    """
+
+    tiles: list[Tile]
+    groups: list[list[Tile]]
+    padded_batches: list[int]
+    weights: torch.Tensor
+    weight_sum: torch.Tensor
+    official: bool
+
+    @classmethod
+    def build(cls, height: int, width: int, tile: int, overlap: int, *, batch: int, device: torch.device | str,
+              official: bool = False) -> TilePlan:
+        tiles = plan_tiles(height, width, tile, overlap, x_major=official)
+        batch = max(1, min(int(batch), len(tiles)))
+        groups = [tiles[i:i + batch] for i in range(0, len(tiles), batch)]
+        dtype = torch.float64 if official else torch.float32
+        weights = gaussian_weights(tiles[0].h, tiles[0].w, official_centre=official, dtype=dtype).to(device)
+        acc = TileAccumulator((1, height, width), device=device, official_rounding=official)
+        for t in tiles:  # the summed weights, with the same arithmetic as the values
+            acc.add(t, torch.zeros(1, t.h, t.w, device=device), weights)
+        acc.result()  # coverage check, once
+        return cls(tiles, groups, [batch] * len(groups), weights, acc.weight, official)
+
+    def padded(self, group: list[Tile]) -> list[Tile]:
+        """``group`` filled up to the plan's batch size with repeats of its first tile."""
+        return group + [group[0]] * (self.padded_batches[0] - len(group))
+
+    def accumulator(self, shape: tuple[int, ...], device: torch.device | str) -> TileAccumulator:
+        """A canvas for this plan whose summed weights are the precomputed ones."""
+        return TileAccumulator(shape, device=device, official_rounding=self.official, weight_sum=self.weight_sum)

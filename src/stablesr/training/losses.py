@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..diffusion.denoiser import StableSRDenoiser
+from ..diffusion.denoiser import Conditioning, StableSRDenoiser, TextConditioning
 from ..diffusion.schedules import DiffusionSchedule
 
 
@@ -30,17 +30,15 @@ def stage1_loss(
     """``mean((model(q_sample(z_gt, t), t | z_lr) - target)^2)`` with target eps or v.
 
     ``t_index`` indexes ``sched`` (identity for the 1000-step schedule); the networks receive
-    ``sched.timesteps[t_index]``. Returns the loss and the official log entries.
+    ``sched.timesteps[t_index]`` through the same :class:`StableSRDenoiser` call as inference (per-sample
+    timesteps). Returns the loss and the official log entries.
     """
     dev = hr_latent.device
     t_model = sched.timesteps.to(dev)[t_index]
     sa = sched.sqrt_alphas_cumprod.to(dev)[t_index][:, None, None, None]
     s1 = sched.sqrt_one_minus_alphas_cumprod.to(dev)[t_index][:, None, None, None]
     x_noisy = sa * hr_latent + s1 * noise
-    feats = denoiser.encoder(lr_latent, t_model)
-    ctx = context if context.ndim == 3 else context[None]
-    with denoiser.sft.conditioning(feats):
-        out = denoiser.unet(x_noisy, t_model, encoder_hidden_states=ctx.expand(len(t_model), -1, -1)).sample
+    out = denoiser(x_noisy, t_model, Conditioning(lr_latent, TextConditioning(context)))
     target = sa * noise - s1 * hr_latent if parameterization == "v" else noise
     per_sample = ((out.float() - target) ** 2).mean(dim=(1, 2, 3))
     loss = per_sample.mean()
