@@ -110,14 +110,16 @@ class Upscaler:
                                     "limit (0 = none)")
 
     def upscale(self, image: LoadedImage | np.ndarray, options: UpscaleOptions,
-                expert: ExpertOptions | None = None, *, note: Callable[[str], None] | None = None) -> UpscaleResult:
+                expert: ExpertOptions | None = None, *, reference: np.ndarray | None = None,
+                note: Callable[[str], None] | None = None) -> UpscaleResult:
         """Upscale one image: a :class:`~stablesr.imageio.read.LoadedImage`, or an HxW[x3|x4] array in [0, 1].
 
         The noise comes from a CPU generator seeded with ``options.seed``, so every device and every
         rerun draws the same noise. An input holding NaN/Inf is refused, and a result holding NaN/Inf
         raises :class:`~stablesr.errors.StableSRError` rather than being returned as a black image. On an
         accelerator out-of-memory error the image is retried with half the tile batch, then half the VAE
-        tile, and ``note`` (default ``print``) gets one line saying so.
+        tile, and ``note`` (default ``print``) gets one line saying so. ``reference`` (an HxWx3 array in
+        [0, 1], any size) turns on face reference guidance (the official face script's ``--ref-img``).
         """
         import torch
 
@@ -136,6 +138,7 @@ class Upscaler:
                 tile_size=o.tile_size, tile_overlap=o.tile_overlap, tile_batch_size=o.tile_batch_size,
                 vae_tile_size=o.vae_tile_size, generator=torch.Generator().manual_seed(o.seed), output_type="np",
                 init=x.init, start_timestep=x.start_timestep, vae_tile_overlap=x.vae_tile_overlap, quirks=x.quirks,
+                reference_image=reference,
             )
 
         side = round(max(np.shape(pixels)[:2]) * options.scale)

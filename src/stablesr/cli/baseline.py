@@ -41,7 +41,7 @@ class ClassicalUpscaler:
                                 f"{max_pixels}; lower -s or raise the limit (0 = none)")
 
     def upscale(self, image: LoadedImage | np.ndarray, options: UpscaleOptions,
-                expert: ExpertOptions | None = None) -> UpscaleResult:
+                expert: ExpertOptions | None = None, *, reference: np.ndarray | None = None) -> UpscaleResult:
         rgb = image.rgb if isinstance(image, LoadedImage) else np.asarray(image, np.float32)[..., :3]
         alpha = image.alpha if isinstance(image, LoadedImage) else None
         out = classical_upscale(rgb, options.scale, self.method)

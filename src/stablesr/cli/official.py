@@ -23,8 +23,8 @@ followed by the same flags. Each official flag maps to our concept (OFFICIAL.md 
 =========================  ==========================================================================
 
 Flags the scripts parse but never use (``--C``, ``--f``, ``--n_iter``, ``--strength``, ``--skip_grid``,
-``--fixed_code``, ``--facesr``) are accepted and ignored. ``--ref-img`` (face reference guidance) is
-refused on one line: the pipeline has no reference guidance yet.
+``--fixed_code``, ``--facesr``) are accepted and ignored. ``--ref-img`` is ``--reference`` (face
+reference guidance, one reference per input with the same file name).
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ def apply_official(args: argparse.Namespace) -> None:
 
     args.inputs = [*args.inputs, *args.init_img]
     if args.ref_img is not None:
-        raise UsageError("--ref-img (face reference guidance) is not supported yet; run the face model without it")
+        if args.reference is not None and args.reference != args.ref_img:
+            raise UsageError("give --ref-img or --reference, not both")
+        args.reference = args.ref_img
     if args.use_posi_prompt:
         if args.prompt:
             raise UsageError("--use_posi_prompt sets the official positive prompt; do not give --prompt too")

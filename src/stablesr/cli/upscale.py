@@ -109,6 +109,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Argum
                           help="negative prompt (needs --guidance-scale != 1)")
     sampling.add_argument("--seed", metavar="N", type=int, default=_DEFAULTS.seed,
                           help="random seed, the same for every image")
+    sampling.add_argument("--reference", metavar="DIR", default=None,
+                          help="face reference guidance: DIR holds one reference per input, same file name "
+                               "(e.g. CodeFormer outputs; official --ref-img); use with --model face")
     sampling.add_argument("--init", choices=INITS, default="noised_lr",
                           help="start from the LR latent noised to the first step, or from pure noise")
     sampling.add_argument("--start-timestep", metavar="T", type=number(int, 0, 999), default=None,
@@ -183,6 +186,11 @@ def _check_paths(args: argparse.Namespace) -> None:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a folder")
+    if args.reference is not None:
+        if not Path(args.reference).is_dir():
+            raise UsageError(f"--reference {args.reference}: not a folder")
+        if args.model in BASELINES:
+            raise UsageError(f"--reference needs a diffusion model, not --model {args.model}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -301,7 +309,13 @@ class _UpscaleBatch:
                 return skipped
         assert self.upscaler is not None  # loaded whenever some job was neither refused nor skipped
         self.upscaler.check_size(img.rgb.shape[:2], self.options.scale, args.max_output_pixels or None)
-        result = self.upscaler.upscale(img, self.options, self.expert)
+        reference = None
+        if args.reference is not None:  # the face script's reference: same file name in another folder
+            ref_path = Path(args.reference) / job.source.name
+            if not ref_path.is_file():
+                raise StableSRError(f"{ref_path}: no reference image for {job.source.name} (--reference)")
+            reference = read_image(ref_path, max_pixels=args.max_pixels or None).rgb
+        result = self.upscaler.upscale(img, self.options, self.expert, reference=reference)
         written = write_image(target, result.rgb, alpha=result.alpha, is_grey=img.is_grey, bit_depth=img.bit_depth,
                               icc_profile=img.icc_profile, quality=args.quality, protected=self.sources)
         return Outcome(f"wrote {written} from {job.source}")

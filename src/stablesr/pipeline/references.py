@@ -19,8 +19,8 @@ def check_references(items: list[PipelineImage], reference_image: ImageInput | N
     """One reference (B, 3, h, w) in [-1, 1] per input item, or ``None`` for each when there are none."""
     if reference_image is None:
         return [None] * len(items)
-    refs = [r.pixels for r in to_pipeline_images(reference_image)]
-    if len(refs) != len(items) or any(r.shape[0] != i.pixels.shape[0] for r, i in zip(refs, items)):
+    refs: list[torch.Tensor | None] = [r.pixels for r in to_pipeline_images(reference_image)]
+    if len(refs) != len(items) or any(r is None or r.shape[0] != i.pixels.shape[0] for r, i in zip(refs, items)):
         raise OptionsError(f"give one reference image per input image ({len(items)} inputs, {len(refs)} references)")
     if quirks.pixel_tiles:
         raise OptionsError("reference guidance needs one latent canvas; turn off the pixel_tiles quirk")
