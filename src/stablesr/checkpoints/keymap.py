@@ -60,7 +60,7 @@ class Conversion:
         self.components.setdefault(component, {})[key] = value
 
 
-def _rename_prefix(key: str, table: Mapping[str, str]) -> tuple[str, str] | None:
+def rename_prefix(key: str, table: Mapping[str, str]) -> tuple[str, str] | None:
     """Longest ``table`` prefix of ``key`` (at a dot boundary) -> (new prefix, remainder)."""
     parts = key.split(".")
     for n in range(len(parts), 0, -1):
@@ -70,8 +70,8 @@ def _rename_prefix(key: str, table: Mapping[str, str]) -> tuple[str, str] | None
     return None
 
 
-def _rename_sub(rest: str, renames: Mapping[str, str]) -> str:
-    hit = _rename_prefix(rest, renames)
+def rename_sub(rest: str, renames: Mapping[str, str]) -> str:
+    hit = rename_prefix(rest, renames)
     return f"{hit[0]}.{hit[1]}" if hit and hit[1] else (hit[0] if hit else rest)
 
 
@@ -122,16 +122,16 @@ def vae_block_table(num_levels: int, layers_per_block: int) -> dict[str, str]:
 
 
 def convert_vae_key(key: str, table: Mapping[str, str], value: torch.Tensor) -> tuple[str, torch.Tensor] | None:
-    hit = _rename_prefix(key, table)
+    hit = rename_prefix(key, table)
     if hit is None:
         return None
     new, rest = hit
     if new.endswith("attentions.0"):
-        rest = _rename_sub(rest, VAE_ATTENTION_RENAMES)
+        rest = rename_sub(rest, VAE_ATTENTION_RENAMES)
         if rest.endswith("weight") and value.ndim == 4:  # 1x1 conv -> linear
             value = value.reshape(value.shape[0], value.shape[1])
     elif ".resnets." in new:
-        rest = _rename_sub(rest, VAE_RESNET_RENAMES)
+        rest = rename_sub(rest, VAE_RESNET_RENAMES)
     return (f"{new}.{rest}" if rest else new), value
 
 
@@ -152,7 +152,7 @@ def convert_text_key(rest: str, value: torch.Tensor, num_layers: int) -> list[tu
         kind = "weight" if sub.endswith("weight") else "bias"
         q, k, v = value.chunk(3, dim=0)
         return [(f"{base}.self_attn.{n}_proj.{kind}", t) for n, t in zip("qkv", (q, k, v))]
-    return [(f"{base}.{_rename_sub(sub, TEXT_BLOCK_RENAMES)}", value)]
+    return [(f"{base}.{rename_sub(sub, TEXT_BLOCK_RENAMES)}", value)]
 
 
 def split_ldm_state_dict(
@@ -170,7 +170,7 @@ def split_ldm_state_dict(
         if key in SCHEDULE_BUFFERS:
             out.ignored[key] = "schedule buffer: recomputed from the config at sampling time"
         elif key.startswith(UNET_PREFIX):
-            hit = _rename_prefix(key[len(UNET_PREFIX):], unet_table)
+            hit = rename_prefix(key[len(UNET_PREFIX):], unet_table)
             if hit is None:
                 out.unexpected.append(key)
                 continue
@@ -178,7 +178,7 @@ def split_ldm_state_dict(
             if rest.startswith("spade.") and path in sft_index:
                 out.put("sft_adapter", f"layers.{sft_index[path]}.{rest[len('spade.'):]}", value)
             elif ".resnets." in path or path.startswith("mid_block.resnets"):
-                out.put("unet", f"{path}.{_rename_sub(rest, UNET_RESNET_RENAMES)}", value)
+                out.put("unet", f"{path}.{rename_sub(rest, UNET_RESNET_RENAMES)}", value)
             else:
                 out.put("unet", f"{path}.{rest}" if rest else path, value)
         elif key.startswith(ENCODER_PREFIX):

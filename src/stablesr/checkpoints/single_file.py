@@ -73,7 +73,7 @@ def build_from_single_file(
         if cfw_config is not None:
             cfw_cfg = cfw_vae_config(read_config_file(cfw_config), sample_size=spec.image_size)
         else:
-            cfw_cfg = cfw_vae_config(_inferred_cfw_model(cfw_sd, cfw_ckpt), sample_size=spec.image_size)
+            cfw_cfg = cfw_vae_config(inferred_cfw_model(cfw_sd, cfw_ckpt), sample_size=spec.image_size)
         vae = load_cfw(cfw_sd, cfw_cfg, name=str(cfw_ckpt))
         struct_vae = parts.struct_vae if parts.struct_vae is not None and not _same_encoder(parts.struct_vae, vae) else None
     elif parts.struct_vae is not None:
@@ -101,7 +101,7 @@ def build_from_single_file(
                            prompt_encoder=prompt_encoder, config=config_)
 
 
-def _inferred_cfw_model(sd: dict[str, torch.Tensor], path: object) -> dict[str, Any]:
+def inferred_cfw_model(sd: dict[str, torch.Tensor], path: object) -> dict[str, Any]:
     """An official-style CFW model section read off the checkpoint's shapes (no YAML needed)."""
     try:
         ddconfig, embed_dim = infer_vae_ddconfig(sd)

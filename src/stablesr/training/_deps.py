@@ -16,6 +16,8 @@ from ..checkpoints.keymap import (
     UNET_RESNET_RENAMES,
     VAE_ATTENTION_RENAMES,
     VAE_RESNET_RENAMES,
+    rename_prefix,
+    rename_sub,
     unet_block_table,
     vae_block_table,
 )
@@ -28,8 +30,9 @@ from ..checkpoints.official_config import (
     official_ldm_config,
     read_config_file,
 )
+from ..checkpoints.single_file import inferred_cfw_model
 from ..config import ModelConfig as PipelineConfig
-from ..diffusion.denoiser import StableSRDenoiser, TextConditioning
+from ..diffusion.denoiser import Conditioning, StableSRDenoiser, TextConditioning
 from ..diffusion.sampling import NoiseSource, q_sample, sample_ddpm
 from ..diffusion.schedules import DiffusionSchedule
 from ..errors import CheckpointError, InputImageError, StableSRError
@@ -54,6 +57,7 @@ __all__ = [
     "VAE_RESNET_RENAMES",
     "CFWAutoencoderKL",
     "CheckpointError",
+    "Conditioning",
     "DiffusionSchedule",
     "InputImageError",
     "LDMSpec",
@@ -68,6 +72,7 @@ __all__ = [
     "TimeAwareEncoder",
     "cfw_vae_config",
     "infer_vae_ddconfig",
+    "inferred_cfw_model",
     "instantiate",
     "load_cfw",
     "load_ldm",
@@ -77,6 +82,8 @@ __all__ = [
     "q_sample",
     "read_config_file",
     "read_image",
+    "rename_prefix",
+    "rename_sub",
     "sample_ddpm",
     "sft_config",
     "split_ldm",

@@ -177,19 +177,9 @@ def load_cfw_file(path: str, config: str | None = None, image_size: int = 512) -
 
     Without ``config`` the architecture is read off the tensor shapes.
     """
-    from ._deps import cfw_vae_config, infer_vae_ddconfig, load_cfw, official_cfw_config
+    from ._deps import cfw_vae_config, inferred_cfw_model, load_cfw
 
     sd = load_state_dict(path)
-    if config:
-        conf = cfw_vae_config(read_config_file(config), sample_size=image_size)
-    else:
-        try:
-            ddconfig, embed_dim = infer_vae_ddconfig(sd)
-        except (KeyError, IndexError, ZeroDivisionError):
-            raise CheckpointError(f"{path}: not an official CFW/VAE checkpoint (encoder/decoder keys missing)") from None
-        model = official_cfw_config()
-        model["params"].update(ddconfig=ddconfig, embed_dim=embed_dim)
-        if not any(k.startswith("decoder.fusion_layer_") for k in sd):
-            model["target"] = "ldm.models.autoencoder.AutoencoderKL"
-        conf = cfw_vae_config(model, sample_size=image_size)
+    model = read_config_file(config) if config else inferred_cfw_model(sd, path)
+    conf = cfw_vae_config(model, sample_size=image_size)
     return load_cfw(sd, conf, name=str(path))

@@ -13,7 +13,6 @@ pipeline decoding with the trained CFW.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from .base import load_cfw_file
 from .config import CFWTrainConfig, to_dict
 from .data import EPOCH_ORDER, RankSampler, generator
 from .perceptual import LPIPS, PatchDiscriminator, hinge_d_loss
-from .state import load_checkpoint, make_accelerator, resolve_resume, save_checkpoint, write_json_atomic
+from .state import load_checkpoint, log_step, make_accelerator, resolve_resume, save_checkpoint, write_json_atomic
 
 CFW_DIR, CFW_FILE = "cfw", "stablesr_cfw.ckpt"
 SCALE_FACTOR = 0.18215
@@ -180,11 +179,7 @@ def train_cfw(cfg: CFWTrainConfig, *, stop_after: int | None = None) -> CFWResul
                  "train/g_loss": g_loss.item(), "train/disc_loss": loss_d.item(), "train/disc_factor": factor}
         result.losses.append(entry)
         if step % max(1, cfg.logging_steps) == 0 or step == 1:
-            if cfg.log_with:
-                acc.log(entry, step=step)
-            if acc.is_main_process:
-                with open(out / "train_log.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step} | entry) + "\n")
+            log_step(acc, cfg, out, step, entry)
         if cfg.checkpointing_steps > 0 and step % cfg.checkpointing_steps == 0:
             save_checkpoint(acc, out, step, {"global_step": step, "micro_step": micro, "stage": "cfw",
                                              "num_processes": acc.num_processes}, {}, {}, cfg.checkpoints_total_limit)

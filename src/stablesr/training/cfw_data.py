@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ._deps import (
+    Conditioning,
     DiffusionSchedule,
     NoiseSource,
     StableSRDenoiser,
@@ -132,7 +133,8 @@ def make_cfw_data(cfg: MakeCFWDataConfig, *, rank: int | None = None, world: int
                                   scale)
             noise = RowNoise([generator(cfg.seed, DIFFUSION, k) for k in ks])
             x_t = q_sample(z_lr, 999, noise.draw(z_lr.shape, like=z_lr), base)
-            latent = sample_ddpm(lambda x, t, z=z_lr: denoiser(x, t, z, text), x_t, sched, param, noise).float()
+            cond = Conditioning(z_lr, text)
+            latent = sample_ddpm(lambda x, t, c=cond: denoiser(x, t, c), x_t, sched, param, noise).float()
             sample = vae.decode_fused(latent / scale).float()
         for i, k in enumerate(ks):
             if torch.isnan(latent[i]).any() or torch.isnan(sample[i]).any():

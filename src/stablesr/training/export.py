@@ -29,6 +29,8 @@ from ._deps import (
     PipelineConfig,
     PromptEncoder,
     StableSRPipeline,
+    rename_prefix,
+    rename_sub,
     split_ldm,
     unet_block_table,
     vae_block_table,
@@ -37,22 +39,6 @@ from ._deps import (
 
 def _invert(table: dict[str, str]) -> dict[str, str]:
     return {v: k for k, v in table.items()}
-
-
-def _longest_prefix(key: str, table: dict[str, str]) -> tuple[str, str] | None:
-    parts = key.split(".")
-    for n in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:n])
-        if prefix in table:
-            return table[prefix], ".".join(parts[n:])
-    return None
-
-
-def _rename_rest(rest: str, renames: dict[str, str]) -> str:
-    hit = _longest_prefix(rest, renames)
-    if hit is None:
-        return rest
-    return f"{hit[0]}.{hit[1]}" if hit[1] else hit[0]
 
 
 def _unet_table(spec: LDMSpec) -> dict[str, str]:
@@ -66,12 +52,12 @@ def official_unet_keys(unet: nn.Module, sft: nn.Module, spec: LDMSpec) -> dict[s
     inv, resnet_back = _unet_table(spec), _invert(UNET_RESNET_RENAMES)
     out: dict[str, torch.Tensor] = {}
     for key, value in unet.state_dict().items():
-        hit = _longest_prefix(key, inv)
+        hit = rename_prefix(key, inv)
         if hit is None:
             raise CheckpointError(f"UNet key {key} has no official name")
         path, rest = hit
         if ".resnets." in key:
-            rest = _rename_rest(rest, resnet_back)
+            rest = rename_sub(rest, resnet_back)
         out[f"{UNET_PREFIX}{path}.{rest}" if rest else f"{UNET_PREFIX}{path}"] = value
     targets = list(sft.config.targets)
     for key, value in sft.state_dict().items():
@@ -87,16 +73,16 @@ def official_vae_keys(vae: CFWAutoencoderKL, prefix: str = "") -> dict[str, torc
     attn_back, resnet_back = _invert(VAE_ATTENTION_RENAMES), _invert(VAE_RESNET_RENAMES)
     out: dict[str, torch.Tensor] = {}
     for key, value in vae.state_dict().items():
-        hit = _longest_prefix(key, inv)
+        hit = rename_prefix(key, inv)
         if hit is None:
             raise CheckpointError(f"VAE key {key} has no official name")
         path, rest = hit
         if path.endswith("attn_1"):
-            rest = _rename_rest(rest, attn_back)
+            rest = rename_sub(rest, attn_back)
             if rest.endswith("weight") and value.ndim == 2:  # linear -> 1x1 conv
                 value = value[:, :, None, None]
         elif ".block." in path or path.endswith(("block_1", "block_2")):
-            rest = _rename_rest(rest, resnet_back)
+            rest = rename_sub(rest, resnet_back)
         out[prefix + (f"{path}.{rest}" if rest else path)] = value
     return out
 

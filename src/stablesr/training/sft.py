@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from .config import SFTTrainConfig, to_dict
 from .data import DEGRADE, DIFFUSION, POOL, POSTERIOR, PairPool, generator, gt_loader
 from .degrade import Degrader
 from .losses import stage1_loss
-from .state import load_checkpoint, make_accelerator, resolve_resume, save_checkpoint, write_json_atomic
+from .state import load_checkpoint, log_step, make_accelerator, resolve_resume, save_checkpoint, write_json_atomic
 
 MODEL_DIR = "model"  # the pipeline folder `upscale --checkpoint` reads
 OFFICIAL_FILE = "stablesr_sft.ckpt"  # the official-layout export
@@ -212,11 +211,7 @@ def train_sft(cfg: SFTTrainConfig, *, stop_after: int | None = None, parts: Stag
                      "lr": scheduler.get_last_lr()[0]}
             if grad_norm is not None:
                 entry["train/grad_norm"] = float(grad_norm)
-            if cfg.log_with:
-                acc.log(entry, step=step)
-            if acc.is_main_process:
-                with open(out / "train_log.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step} | entry) + "\n")
+            log_step(acc, cfg, out, step, entry)
         if cfg.checkpointing_steps > 0 and step % cfg.checkpointing_steps == 0:
             _checkpoint(acc, cfg, step, micro, scheduler, ema, pool)
         if val_pairs is not None and step % cfg.validation_steps == 0:

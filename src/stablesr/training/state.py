@@ -114,3 +114,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def log_step(acc: Any, cfg: Any, out: Path, step: int, entry: dict[str, float]) -> None:
+    """Send ``entry`` to the tracker (when ``cfg.log_with``) and, on the main process, to ``train_log.jsonl``."""
+    if cfg.log_with:
+        acc.log(entry, step=step)
+    if acc.is_main_process:
+        with open(out / "train_log.jsonl", "a") as f:
+            f.write(json.dumps({"step": step} | entry) + "\n")
