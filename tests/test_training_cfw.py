@@ -90,11 +90,15 @@ def test_lpips_parts_use_torchvision_and_lpips_names(tmp_path):
     sd = {f"features.{k}": v for k, v in feats.state_dict().items()}
     sd["classifier.0.weight"] = torch.zeros(2, 2)  # a full torchvision file also has the classifier
     torch.save(sd, tmp_path / "vgg16-397923af.pth")
-    net = LPIPS(str(tmp_path / "vgg16-397923af.pth"))
+    heads_file = lpips_package_weights()  # the lpips package's real heads, when it is installed
+    if heads_file is None:  # else a file in its layout (lin<k>.model.1.weight), to load by the same names
+        heads_file = tmp_path / "vgg.pth"
+        torch.save({f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1)
+                    for k, c in enumerate((64, 128, 256, 512, 512))}, heads_file)
+    net = LPIPS(str(tmp_path / "vgg16-397923af.pth"), str(heads_file))
     assert not net.random_weights and torch.equal(net.features[0].weight, feats[0].weight)
-    if lpips_package_weights() is not None:  # the lpips package's real heads loaded by name
-        heads = torch.load(lpips_package_weights(), map_location="cpu", weights_only=True)
-        assert torch.equal(net.lins[0].model[1].weight, heads["lin0.model.1.weight"])
+    heads = torch.load(heads_file, map_location="cpu", weights_only=True)
+    assert all(torch.equal(net.lins[k].model[1].weight, heads[f"lin{k}.model.1.weight"]) for k in range(5))
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     assert net(x, x).abs().max() == 0 and net(x, -x).item() > 0
     with pytest.raises(Exception, match="VGG16 weights"):
