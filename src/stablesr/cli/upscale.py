@@ -316,9 +316,14 @@ class _UpscaleBatch:
                 raise StableSRError(f"{ref_path}: no reference image for {job.source.name} (--reference)")
             reference = read_image(ref_path, max_pixels=args.max_pixels or None).rgb
         result = self.upscaler.upscale(img, self.options, self.expert, reference=reference)
-        written = write_image(target, result.rgb, alpha=result.alpha, is_grey=img.is_grey, bit_depth=img.bit_depth,
-                              icc_profile=img.icc_profile, quality=args.quality, protected=self.sources)
-        return Outcome(f"wrote {written} from {job.source}")
+
+        def write() -> str:  # run by the batch runner with Ctrl-C held until the image is counted
+            written = write_image(target, result.rgb, alpha=result.alpha, is_grey=img.is_grey,
+                                  bit_depth=img.bit_depth, icc_profile=img.icc_profile, quality=args.quality,
+                                  protected=self.sources)
+            return f"wrote {written} from {job.source}"
+
+        return Outcome("", commit=write)
 
 
 def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, console: Console, dist_info: DistInfo,

@@ -2,15 +2,19 @@
 
 The work function returns an :class:`Outcome` or raises: :class:`StopBatch` when every further item
 would fail the same way (the model is unusable), anything else for a failure of this item alone. A
-``stop`` event (set by a UI's cancel button, say) is checked between items.
+``stop`` event (set by a UI's cancel button, say) is checked between items. An outcome's ``commit`` (the
+step that makes the result visible, e.g. the atomic rename of the output) runs with Ctrl-C held back
+until the item is counted, so an interrupted run never leaves a finished output out of its summary.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -29,6 +33,20 @@ class Outcome:
 
     message: str
     skipped: bool = False
+    commit: Callable[[], str] | None = field(default=None, compare=False)  # returns the message
+
+
+@contextmanager
+def held_interrupts() -> Iterator[None]:
+    """SIGINT/SIGTERM arriving inside the block are delivered when it ends (main thread, POSIX)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @dataclass
@@ -85,6 +103,10 @@ class BatchRunner(Generic[T]):
         started = time.monotonic()
         try:
             outcome = self.work(item)
+            with held_interrupts():  # the output appears and is counted, or neither
+                if outcome.commit is not None:
+                    outcome = Outcome(outcome.commit(), outcome.skipped)
+                self._count(outcome, started)
         except StopBatch as exc:  # about the whole batch, not this item: it would fail for every item
             self.console.error(str(exc))
             self.tally.fatal = True
@@ -94,11 +116,12 @@ class BatchRunner(Generic[T]):
                 raise
             self.console.error(f"{self.name(item)}: {self.reason(item, exc)}")
             self.tally.failed.append(self.name(item))
-            return True
+        return True
+
+    def _count(self, outcome: Outcome, started: float) -> None:
         if outcome.skipped:
             self.tally.skipped += 1
             self.console.detail(outcome.message)
         else:
             self.tally.done += 1
             self.console.detail(f"{outcome.message} in {time.monotonic() - started:.1f} s")
-        return True
