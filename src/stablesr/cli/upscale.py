@@ -318,9 +318,8 @@ class _UpscaleBatch:
         result = self.upscaler.upscale(img, self.options, self.expert, reference=reference)
 
         def write() -> str:  # run by the batch runner with Ctrl-C held until the image is counted
-            written = write_image(target, result.rgb, alpha=result.alpha, is_grey=img.is_grey,
-                                  bit_depth=img.bit_depth, icc_profile=img.icc_profile, quality=args.quality,
-                                  protected=self.sources)
+            written = write_image(target, result.rgb, alpha=result.alpha, is_grey=img.is_grey, bit_depth=img.bit_depth,
+                                  icc_profile=img.icc_profile, quality=args.quality, protected=self.sources)
             return f"wrote {written} from {job.source}"
 
         return Outcome("", commit=write)

@@ -38,15 +38,28 @@ class Outcome:
 
 @contextmanager
 def held_interrupts() -> Iterator[None]:
-    """SIGINT/SIGTERM arriving inside the block are delivered when it ends (main thread, POSIX)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """SIGINT/SIGTERM arriving inside the block reach their handlers when it ends (main thread only).
+
+    The handlers are swapped (not the signal mask): Python runs handlers in the main thread whichever
+    thread the signal was delivered to, so this holds in a process with worker threads too.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    pending: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(pending):  # each held signal once, in arrival order
+            handler = previous[s]
+            if callable(handler):
+                handler(s, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(s)
 
 
 @dataclass
