@@ -39,7 +39,7 @@ def load_state_dict(path: str | Path, *, mmap: bool | None = None) -> dict[str, 
     state) are never read at all. ``mmap=False`` reads everything into memory instead.
 
     Example:
-        >>> sd = load_state_dict("stablesr_turbo.ckpt")
+        >>> sd = load_state_dict("stablesr_turbo.ckpt")  # doctest: +SKIP
     """
     path = Path(path)
     if not path.is_file():

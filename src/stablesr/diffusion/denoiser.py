@@ -60,8 +60,8 @@ class StableSRDenoiser(nn.Module):
     """Wires the three networks together; owns no weights of its own and keeps no per-call state.
 
     Example:
-        >>> den = StableSRDenoiser(unet, sft_adapter, encoder)
-        >>> eps = den(x_t, torch.tensor([999]), Conditioning(lr_latent, TextConditioning(empty_context)))
+        >>> den = StableSRDenoiser(unet, sft_adapter, encoder)  # doctest: +SKIP
+        >>> eps = den(x_t, torch.tensor([999]), Conditioning(lr_latent, TextConditioning(empty_context)))  # doctest: +SKIP
     """
 
     def __init__(self, unet: nn.Module, sft: SFTAdapter, encoder: TimeAwareEncoder) -> None:

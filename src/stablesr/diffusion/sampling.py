@@ -264,7 +264,7 @@ class SamplerPlan:
     Example:
         >>> plan = SamplerPlan.build("ddim", 4, prediction="eps")
         >>> plan.timesteps
-        [751, 501, 251, 1]
+        [999, 666, 333, 0]
     """
 
     sampler: Sampler

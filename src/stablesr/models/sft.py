@@ -59,9 +59,9 @@ class SFTAdapter(ModelMixin, ConfigMixin):
         cond_channels: channels of the time-aware encoder's feature maps.
 
     Example:
-        >>> adapter = SFTAdapter.for_unet(unet, cond_channels=256)
-        >>> from stablesr.models.sft_unet import SFTUNet
-        >>> eps = SFTUNet(unet, adapter)(x_t, t, context, encoder(lr_latent, t))
+        >>> adapter = SFTAdapter.for_unet(unet, cond_channels=256)  # doctest: +SKIP
+        >>> from stablesr.models.sft_unet import SFTUNet  # doctest: +SKIP
+        >>> eps = SFTUNet(unet, adapter)(x_t, t, context, encoder(lr_latent, t))  # doctest: +SKIP
     """
 
     @register_to_config

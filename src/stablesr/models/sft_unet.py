@@ -39,8 +39,8 @@ class SFTUNet(nn.Module):
         adapter: the :class:`SFTAdapter` whose ``targets`` are ``unet``'s ResBlock paths.
 
     Example:
-        >>> steered = SFTUNet(unet, adapter)
-        >>> eps = steered(x_t, t, context, encoder(lr_latent, t))
+        >>> steered = SFTUNet(unet, adapter)  # doctest: +SKIP
+        >>> eps = steered(x_t, t, context, encoder(lr_latent, t))  # doctest: +SKIP
     """
 
     def __init__(self, unet: nn.Module, adapter: SFTAdapter) -> None:

@@ -32,8 +32,8 @@ class PromptEncoder:
             tokenizer from the hub when a non-empty prompt is first encoded.
 
     Example:
-        >>> enc = PromptEncoder.from_file("prompt_embeds.safetensors")
-        >>> enc("").shape
+        >>> enc = PromptEncoder.from_file("prompt_embeds.safetensors")  # doctest: +SKIP
+        >>> enc("").shape  # doctest: +SKIP
         torch.Size([1, 77, 1024])
     """
 

@@ -63,10 +63,10 @@ class StableSRPipeline:
     diffusion checkpoint's own VAE when it differs from the CFW encoder) and a text encoder.
 
     Example:
-        >>> pipe = StableSRPipeline.from_single_file("stablesr_turbo.ckpt", cfw_ckpt="vqgan_cfw_00011.ckpt")
-        >>> pipe.to("cuda", torch.float16)
-        >>> out = pipe(Image.open("photo.jpg"), upscale=4, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
-        >>> out.images[0].save("photo_x4.png")
+        >>> pipe = StableSRPipeline.from_single_file("stablesr_turbo.ckpt", cfw_ckpt="vqgan_cfw_00011.ckpt")  # doctest: +SKIP
+        >>> pipe.to("cuda", torch.float16)  # doctest: +SKIP
+        >>> out = pipe(Image.open("photo.jpg"), upscale=4, num_inference_steps=4, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
+        >>> out.images[0].save("photo_x4.png")  # doctest: +SKIP
     """
 
     def __init__(
