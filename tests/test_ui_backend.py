@@ -80,6 +80,10 @@ def test_bad_flags_fail_in_one_line_without_importing_gradio(tmp_path: Path) -> 
                             text=True, env=env, timeout=120, check=False)
     assert result.stdout.split() == ["False", "2"], result.stderr
     assert result.stderr.strip() == f"error: --checkpoint {missing}: no such file or folder"
+    result = subprocess.run([sys.executable, "-c", code, "ui", "--checkpoint", "/no/such/folder"], capture_output=True,
+                            text=True, env=env, timeout=120, check=False)
+    assert result.stdout.split() == ["False", "2"], result.stderr  # an absolute path is never a hub repository id
+    assert "--checkpoint /no/such/folder: no such file or folder" in result.stderr
     result = subprocess.run([sys.executable, "-c", code, "ui", "--port", "99999"], capture_output=True,
                             text=True, env=env, timeout=120, check=False)
     assert result.stdout.split() == ["False", "2"] and "--port: must be <= 65535, got 99999" in result.stderr

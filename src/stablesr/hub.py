@@ -296,3 +296,18 @@ def _load_single_file(spec: ModelSpec, preset: ModelPreset | None, device: str |
     if preset is None and told.preset is not None and told.source == "release file":
         preset = resolve_preset(told.preset)
     return pipe, preset
+
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name: no leading "/" or "."
+_WEIGHT_SUFFIXES = frozenset({".ckpt", ".safetensors", ".pt", ".pth", ".bin"})
+
+
+def looks_like_repo_id(text: str) -> bool:
+    """``owner/name`` of a hub repository (not a missing ``dir/file.ckpt`` or an absolute path).
+
+    Example:
+        >>> looks_like_repo_id("Iceclear/StableSR"), looks_like_repo_id("/no/such/folder")
+        (True, False)
+    """
+    return bool(_REPO_ID.fullmatch(text)) and Path(text).suffix.lower() not in _WEIGHT_SUFFIXES
+

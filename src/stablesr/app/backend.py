@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..config import COLOR_FIXES, SAMPLERS, UpscaleOptions
 from ..errors import InputImageError, MissingWeightsError, StableSRError, UsageError
-from ..hub import ModelSpec
+from ..hub import ModelSpec, looks_like_repo_id
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,7 +93,7 @@ def check_spec(spec: ModelSpec, device: str | None = None) -> None:
         raise UsageError("--config describes a --checkpoint file; give --checkpoint too")
     for flag in ("checkpoint", "cfw_checkpoint", "config", "prompt_embeds"):
         value = getattr(spec, flag)
-        repo_id = flag == "checkpoint" and "/" in str(value) and not Path(str(value)).suffix  # owner/name on the hub
+        repo_id = flag == "checkpoint" and looks_like_repo_id(str(value))  # owner/name on the hub
         if value and not Path(value).exists() and not repo_id:
             raise UsageError(f"--{flag.replace('_', '-')} {value}: no such file or folder")
     if spec.preset:

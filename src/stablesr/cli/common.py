@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,15 +11,13 @@ from typing import Any, NoReturn
 
 from ..config import PREDICTIONS
 from ..errors import UsageError
-from ..hub import ModelSpec
+from ..hub import ModelSpec, looks_like_repo_id
 from ..runtime.console import one_line
 from ..runtime.device import DTYPES
 from .official import precision
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_WEIGHT_SUFFIXES = frozenset({".ckpt", ".safetensors", ".pt", ".pth", ".bin"})
 
 
 class Parser(argparse.ArgumentParser):
@@ -131,11 +128,6 @@ def check_model_files(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value and not Path(value).exists() and not (flag == "checkpoint" and looks_like_repo_id(value)):
             raise UsageError(f"--{flag.replace('_', '-')} {value}: no such file or folder")
-
-
-def looks_like_repo_id(text: str) -> bool:
-    """``owner/name`` of a hub repository (not a missing ``dir/file.ckpt``)."""
-    return bool(_REPO_ID.fullmatch(text)) and Path(text).suffix.lower() not in _WEIGHT_SUFFIXES
 
 
 def version(distribution: str) -> str:
