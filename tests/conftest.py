@@ -57,6 +57,25 @@ def tiny_weights(golden_dir: Path) -> dict[str, Path]:
     }
 
 
+def tiny_pipeline(tiny_weights: dict[str, Path]):
+    """A fresh pipeline over the tiny official-format golden models, progress bars off."""
+    from stablesr.pipeline import StableSRPipeline
+
+    pipe = StableSRPipeline.from_single_file(tiny_weights["ldm"], tiny_weights["cfw"], config=tiny_weights["config"],
+                                             prompt_embeds=tiny_weights["prompt_embeds"])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny networks are far too small to gain from threads; on a shared box threads only contend."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -6,23 +6,16 @@ import threading
 
 import pytest
 import torch
+from conftest import tiny_pipeline
 
 from stablesr.diffusion.denoiser import Conditioning, TextConditioning
 from stablesr.diffusion.schedules import DiffusionSchedule
-from stablesr.pipeline import StableSRPipeline
 from stablesr.training.losses import stage1_loss
-
-
-def load(tiny_weights) -> StableSRPipeline:
-    p = StableSRPipeline.from_single_file(tiny_weights["ldm"], tiny_weights["cfw"], config=tiny_weights["config"],
-                                          prompt_embeds=tiny_weights["prompt_embeds"])
-    p.set_progress_bar_config(disable=True)
-    return p
 
 
 @pytest.fixture(scope="module")
 def pipe(tiny_weights):
-    return load(tiny_weights)
+    return tiny_pipeline(tiny_weights)
 
 
 def inputs(pipe, n=2, size=16):
@@ -80,7 +73,7 @@ def test_denoiser_keeps_no_state_on_the_unet(pipe):
 
 
 def test_two_pipelines_in_two_threads_match_sequential_runs(tiny_weights, pipe):
-    other = load(tiny_weights)
+    other = tiny_pipeline(tiny_weights)
     x, z, cond = inputs(pipe)
     z2 = torch.flip(z, dims=(-1,))
     with torch.no_grad():

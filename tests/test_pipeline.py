@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_pipeline
 from PIL import Image
 
 from stablesr.config import Quirks
@@ -15,10 +16,7 @@ from stablesr.tiling.tiles import tile_starts
 
 @pytest.fixture(scope="module")
 def pipe(tiny_weights):
-    p = StableSRPipeline.from_single_file(tiny_weights["ldm"], tiny_weights["cfw"], config=tiny_weights["config"],
-                                          prompt_embeds=tiny_weights["prompt_embeds"])
-    p.set_progress_bar_config(disable=True)
-    return p
+    return tiny_pipeline(tiny_weights)
 
 
 @pytest.fixture(scope="module")

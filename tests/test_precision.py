@@ -11,16 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_pipeline
 from PIL import Image
 
 from stablesr.pipeline import StableSRPipeline
-
-
-def build(tiny_weights) -> StableSRPipeline:
-    p = StableSRPipeline.from_single_file(tiny_weights["ldm"], tiny_weights["cfw"], config=tiny_weights["config"],
-                                          prompt_embeds=tiny_weights["prompt_embeds"])
-    p.set_progress_bar_config(disable=True)
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +25,7 @@ def lr(data_dir) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fp32(tiny_weights, lr) -> np.ndarray:
-    return upscale(build(tiny_weights), lr)
+    return upscale(tiny_pipeline(tiny_weights), lr)
 
 
 def upscale(pipe: StableSRPipeline, lr: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -44,19 +38,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_bf16_matches_fp32_within_tolerance(tiny_weights, lr, fp32):
-    pipe = build(tiny_weights).to(dtype=torch.bfloat16)
+    pipe = tiny_pipeline(tiny_weights).to(dtype=torch.bfloat16)
     assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
     out = upscale(pipe, lr)
     assert out.shape == fp32.shape and np.isfinite(out).all()
     diff = np.abs(out - fp32)
     assert diff.mean() <= 0.01 and diff.max() <= 0.1 and psnr(out, fp32) >= 40
     assert diff.max() > 0  # it really ran in bf16
-    assert np.abs(upscale(build(tiny_weights), lr, seed=1) - fp32).mean() > 0.05
+    assert np.abs(upscale(tiny_pipeline(tiny_weights), lr, seed=1) - fp32).mean() > 0.05
 
 
 @pytest.mark.slow
 def test_fp16_matches_fp32_within_tolerance(tiny_weights, lr, fp32):
-    pipe = build(tiny_weights).to(dtype=torch.float16)
+    pipe = tiny_pipeline(tiny_weights).to(dtype=torch.float16)
     assert pipe.unet.dtype == torch.float16 and pipe.vae.dtype == torch.float32  # the SD VAE stays fp32 in fp16
     out = upscale(pipe, lr)
     diff = np.abs(out - fp32)

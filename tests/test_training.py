@@ -16,14 +16,7 @@ from stablesr.training.config import ConfigError, ModelConfig, SFTTrainConfig, l
 from stablesr.training.data import PairPool, RankSampler, generator
 from stablesr.training.sft import Stage1Model, prepare_parts, train_sft
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny networks are far too small to gain from threads; on a shared box threads only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: the tiny networks run on one thread
 
 
 def model_cfg(tiny_weights, parameterization: str = "eps", **kw) -> ModelConfig:

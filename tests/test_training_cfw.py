@@ -14,15 +14,8 @@ from stablesr.training.cfw_data import make_cfw_data
 from stablesr.training.config import CFWTrainConfig, MakeCFWDataConfig, ModelConfig, load_config
 from stablesr.training.perceptual import LPIPS, PatchDiscriminator, lpips_package_weights, vgg16_features
 
-pytestmark = pytest.mark.filterwarnings("ignore:LPIPS uses a RANDOMLY INITIALISED VGG16")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.filterwarnings("ignore:LPIPS uses a RANDOMLY INITIALISED VGG16"),
+              pytest.mark.usefixtures("one_thread")]  # conftest: the tiny networks run on one thread
 
 
 @pytest.fixture(scope="module")
