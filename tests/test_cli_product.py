@@ -114,6 +114,35 @@ def test_official_readme_command_lines_run_unchanged(tmp_path: Path, tiny: dict[
     assert np.abs(a - b).mean() > 1.0
 
 
+def test_official_old_script_command_with_its_quirks(tmp_path: Path, tiny: dict[str, str], home: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``_old`` script's README line (no --upscale) plus ``--quirks official:old``: the fixed-size script's
+    model-size square, started from pure noise after the discarded draw; without the quirks, our default x4."""
+    from stablesr.cli.upscale import expert_options
+    from stablesr.service import Upscaler
+
+    _photo(tmp_path / "in", "a.png", (64, 40))
+    line = ["upscale", "--init-img", str(tmp_path / "in"), "--config", tiny["config"], "--ckpt", tiny["ldm"],
+            "--vqgan_ckpt", tiny["cfw"], "--prompt-embeds", tiny["prompt_embeds"], "--prediction-type", "eps",
+            "--ddpm_steps", "2", "--dec_w", "0.5", "--colorfix_type", "adain", "-q"]
+    seen: list = []
+    real = Upscaler.upscale
+    monkeypatch.setattr(Upscaler, "upscale", lambda self, *a, **k: seen.append(a[2]) or real(self, *a, **k))
+    assert main([*line, "--outdir", str(tmp_path / "old"), "--quirks", "official:old"]) == 0
+    assert main([*line, "--outdir", str(tmp_path / "ours")]) == 0
+    with Image.open(tmp_path / "old" / "a.png") as old, Image.open(tmp_path / "ours" / "a.png") as ours:
+        assert old.size == (128, 128) and ours.size == (256, 160)
+    assert [e.init for e in seen] == ["noise", "noised_lr"]
+    assert seen[0].quirks.structure_from_cfw and seen[0].quirks.geometry == "fixed_size"
+    assert expert_options(argparse_namespace(init="noised_lr", quirks=seen[0].quirks)).init == "noised_lr"
+
+
+def argparse_namespace(**kw: object):
+    import argparse
+
+    return argparse.Namespace(start_timestep=None, vae_tile_overlap=None, **kw)
+
+
 def test_reference_folder_guides_each_image_by_file_name(tiny: dict[str, str], tmp_path: Path, home: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """--reference DIR (official --ref-img): same file names; a missing reference fails that image only."""

@@ -48,36 +48,63 @@ def test_module_entry_point_reports_and_exit_code(golden_dir, tmp_path):
     assert "FAIL g_colorfix" in res.stdout and res.stdout.strip().endswith("0 passed, 1 failed")
 
 
-def test_ddim_with_guidance_through_the_pipeline_matches_the_official_script(golden_dir):
-    """``pipe(sampler="ddim", guidance_scale=...)`` itself against ``h_ddim_cfg_eps`` (the DDIM script with CFG).
+SCRIPT_KINDS = ("ddpm_old", "canvas_tile", "ddim")
 
-    The script encodes the structure latent with the CFW encoder and gets its input at the final size, so
-    the pipeline is built with that one VAE and called at the model size (its resize is then the identity).
-    """
-    import torch
-    from safetensors.torch import load_file
 
-    from stablesr.config import ModelConfig, Quirks
-    from stablesr.diffusion.sampling import RecordedNoise
+def test_every_script_case_runs_through_the_pipeline_call(golden_dir, monkeypatch):
+    """The sampling cases (c, d, f, h ...) are replayed by ``StableSRPipeline.__call__`` itself, once each."""
     from stablesr.pipeline import StableSRPipeline
 
     index = json.loads((golden_dir / "index.json").read_text())
+    expected = [c["id"] for c in index["cases"] if c["kind"] in SCRIPT_KINDS]
+    calls: list[str] = []
+    real_call = StableSRPipeline.__call__
+
+    def spy(self, *args, **kwargs):  # records the call, then runs the real pipeline
+        calls.append(current[0])
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(StableSRPipeline, "__call__", spy)
     models = golden.GoldenModels.load(golden_dir, index)
-    case = next(c for c in index["cases"] if c["id"] == "h_ddim_cfg_eps")
-    p = case["params"]
-    t = load_file(str(golden_dir / "cases" / "h_ddim_cfg_eps.safetensors"))
-    spec = models.specs["eps"]
-    size = t["in.lr_image"].shape[-1]
-    pipe = StableSRPipeline(models.parts.unet, models.parts.sft_adapter, models.parts.time_aware_encoder,
-                            models.vae, struct_vae=None,
-                            config=ModelConfig(parameterization="eps", sample_size=size, scale_factor=spec.scale_factor,
-                                               linear_start=spec.linear_start, linear_end=spec.linear_end))
-    pipe.set_progress_bar_config(disable=True)
-    noise = RecordedNoise([t[k] for k in sorted(k for k in t if k.startswith("noise."))])
-    result = pipe((t["in.lr_image"] + 1) / 2, 1.0, int(p["ddim_steps"]), sampler="ddim", eta=float(p["eta"]),
-                  guidance_scale=float(p["scale"]), fidelity=float(p["dec_w"]), color_fix=p["colorfix"],
-                  prompt_embeds=t["in.text_context.empty"], negative_prompt_embeds=t["in.text_context.negative"],
-                  noise=noise, init="noised_lr", output_type="pt", quirks=Quirks(tile_weights=True))
-    tol = {k: float(v["atol"]) for k, v in case["tolerance"].items()}  # the case's own (9.7e-4, 4.8e-5)
-    torch.testing.assert_close(result.latents, t["out.samples"], rtol=0, atol=tol["out.samples"])  # 6e-5 here
-    torch.testing.assert_close(result.images, t["out.x_final"], rtol=0, atol=tol["out.x_final"])  # 4e-6 here
+    current = [""]
+    for case in index["cases"]:
+        if case["kind"] in SCRIPT_KINDS:
+            current[0] = case["id"]
+            result = golden.run_case(models, golden_dir, case)
+            assert result.passed, f"{case['id']}: {result.detail}"
+    assert calls == expected and len(expected) >= 8
+
+
+def _replay_old_script(golden_dir, case_id, quirks):
+    """``case_id`` (an ``_old`` script case) through the pipeline with ``quirks``: (max error of samples, draws left)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from stablesr.diffusion.sampling import RecordedNoise
+
+    index = json.loads((golden_dir / "index.json").read_text())
+    case = next(c for c in index["cases"] if c["id"] == case_id)
+    t = load_file(str(golden_dir / case["file"]))
+    noise = RecordedNoise([t[k] for k in sorted((k for k in t if k.startswith("noise.")), key=lambda k: int(k[6:]))])
+    p = golden.SCRIPT_DEFAULTS["ddpm_old"] | case["params"]
+    with torch.no_grad():
+        got = golden._through_pipeline(golden.GoldenModels.load(golden_dir, index), p, t, noise, quirks, 128,
+                                       num_inference_steps=int(p["ddpm_steps"]), sampler="ddpm", init="noise",
+                                       vae_tile_size=None)
+    err = (got["out.samples"].double() - t["out.samples"].double()).abs().max().item()
+    return err, float(case["tolerance"]["out.samples"]["atol"]), len(noise.draws) - noise.position
+
+
+def test_old_script_quirks_are_each_needed(golden_dir):
+    """The ``_old`` script's two quirks change the result: without either the golden case fails."""
+    import dataclasses
+
+    from stablesr.config import Quirks
+
+    old = Quirks.official("old")
+    err, tol, left = _replay_old_script(golden_dir, "c_ddpm_eps", old)
+    assert err <= tol and left == 0
+    err, tol, _ = _replay_old_script(golden_dir, "c_ddpm_eps", dataclasses.replace(old, structure_from_cfw=False))
+    assert err > 100 * tol  # the checkpoint's own VAE differs from the CFW encoder in the tiny models
+    err, tol, left = _replay_old_script(golden_dir, "c_ddpm_eps", dataclasses.replace(old, discarded_noise_draw=False))
+    assert err > 100 * tol and left == 1  # every later draw shifted by one

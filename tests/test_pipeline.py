@@ -66,7 +66,7 @@ def test_official_geometry_quirk_keeps_padding_strip(pipe, photo):
     # 14x18 LR, x4 with a 128 px model: the official tile script returns 70x84, not 56x72.
     lr = photo.resize((18, 14))
     fixed = run(pipe, lr, upscale=4.0, num_inference_steps=1)
-    quirky = run(pipe, lr, upscale=4.0, num_inference_steps=1, quirks=Quirks(tile_script_geometry=True))
+    quirky = run(pipe, lr, upscale=4.0, num_inference_steps=1, quirks=Quirks(geometry="tile_script"))
     assert fixed.shape[1:3] == (56, 72)
     assert quirky.shape[1:3] == (70, 84)
 

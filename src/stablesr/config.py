@@ -28,36 +28,98 @@ DEFAULT_VAE_TILE = 1024  # VAE tile in image pixels
 MIN_VAE_TILE = 64
 
 
+ScriptGeometry = Literal["exact", "tile_script", "fixed_size", "oldcanvas"]
+"""How the LR image becomes the VAE's input (see :mod:`stablesr.imaging.geometry`)."""
+OfficialScript = Literal["tile", "old", "oldcanvas", "ddim", "ddim_canvas_tile", "face"]
+"""The official inference scripts whose behaviour :meth:`Quirks.official` reproduces (OFFICIAL.md 5.1-5.6)."""
+
+SCRIPT_GEOMETRIES: tuple[str, ...] = get_args(ScriptGeometry)
+OFFICIAL_SCRIPTS: tuple[str, ...] = get_args(OfficialScript)
+
+
 @dataclass(frozen=True)
 class Quirks:
-    """Official behaviours that change outputs, each switchable. ``Quirks.official()`` turns all on.
+    """Official behaviours that change outputs, each switchable. ``Quirks.official(script)`` gives one
+    official script's set (default: the tile script the official README recommends).
 
     Attributes:
         ddim_timestep_mismatch: DDIM coefficients from ``range(0, 1000, 1000 // S)`` while the networks
             see ``space_timesteps(S)`` (official; default on). Off: one consistent list ending at x0.
         tile_weights: off-centre Gaussian tile weights (vertical centre ``T/2``), the official tile
             visiting order and float64-per-tile accumulation (default off: centred weights).
-        tile_script_geometry: ``int`` sizes, both sides reflect-padded to multiples of 32 even when one
-            is aligned, and the crop applied after the final resize, which leaves a resized strip of
-            padding in small-input outputs (default off: exact ``round(scale x size)`` output).
+        geometry: ``"exact"`` (default: ``round(scale x size)`` output, minimal padding cropped off
+            exactly), ``"tile_script"`` (``int`` sizes, both sides reflect-padded to multiples of 32,
+            the crop after the final resize), ``"fixed_size"`` (the ``_old``/DDIM/face scripts:
+            LANCZOS to a multiple of 32, short side resized to the model size, centre crop; the output
+            is always model-size square whatever the scale) or ``"oldcanvas"`` (LANCZOS to a multiple
+            of 8, ``int`` upscale, zero (mid-grey) padding up to the model size, colour fix after the crop).
         pixel_tiles: whole-pipeline pixel tiles (encode, sample, decode per 1280 px patch, blended) as the
             tile scripts do, instead of one latent canvas with a tiled VAE (default off).
+        structure_from_cfw: the structure latent from the CFW encoder even when the diffusion checkpoint
+            has its own VAE (the ``_old``, DDIM and face scripts); off: the checkpoint's VAE (tile scripts).
+        discarded_noise_draw: with ``init="noise"``, first draw (and throw away) the noise of a noised-LR
+            start, as the ``_old`` and DDIM canvas scripts do; only the random stream changes.
         truncate_output: 8-bit output by truncation instead of rounding (default off).
 
     Example:
-        >>> Quirks.official().pixel_tiles, Quirks().pixel_tiles
-        (True, False)
+        >>> Quirks.official().pixel_tiles, Quirks().pixel_tiles, Quirks.official("old").geometry
+        (True, False, 'fixed_size')
     """
 
     ddim_timestep_mismatch: bool = True
     tile_weights: bool = False
-    tile_script_geometry: bool = False
+    geometry: ScriptGeometry = "exact"
     pixel_tiles: bool = False
+    structure_from_cfw: bool = False
+    discarded_noise_draw: bool = False
     truncate_output: bool = False
 
+    def __post_init__(self) -> None:
+        if self.geometry not in SCRIPT_GEOMETRIES:
+            raise OptionsError(f"unknown geometry {self.geometry!r}; choose one of {', '.join(SCRIPT_GEOMETRIES)}")
+
     @classmethod
-    def official(cls) -> Quirks:
-        return cls(**{f.name: True for f in fields(cls)})
+    def official(cls, script: OfficialScript = "tile") -> Quirks:
+        """Every quirk of one official script (``"tile"``: ``sr_val_ddpm_text_T_vqganfin_oldcanvas_tile.py``)."""
+        if script not in OFFICIAL_SCRIPTS:
+            raise OptionsError(f"unknown official script {script!r}; choose one of {', '.join(OFFICIAL_SCRIPTS)}")
+        tiled = script in ("tile", "ddim_canvas_tile")
+        geometry: ScriptGeometry = "tile_script" if tiled else "oldcanvas" if script == "oldcanvas" else "fixed_size"
+        return cls(ddim_timestep_mismatch=True, tile_weights=True, geometry=geometry, pixel_tiles=tiled,
+                   structure_from_cfw=script in ("old", "ddim", "face"),
+                   discarded_noise_draw=script in ("old", "ddim_canvas_tile"), truncate_output=True)
+
+
+    @classmethod
+    def parse(cls, text: str) -> Quirks:
+        """``official`` (the tile script), ``official:SCRIPT``, ``none``, or a comma list of switch names
+        (on) and ``geometry=MODE``; the rest stay at their defaults' opposite, off.
+
+        Example:
+            >>> Quirks.parse("tile_weights,geometry=oldcanvas")
+            Quirks(ddim_timestep_mismatch=False, tile_weights=True, geometry='oldcanvas', pixel_tiles=False, structure_from_cfw=False, discarded_noise_draw=False, truncate_output=False)
+            >>> Quirks.parse("official:old").structure_from_cfw
+            True
+        """
+        names = [n.strip().replace("-", "_") for n in text.split(",") if n.strip()]
+        if len(names) == 1 and names[0].split(":")[0] == "official":
+            return cls.official(names[0].partition(":")[2] or "tile")  # type: ignore[arg-type]
+        switches = [f.name for f in fields(cls) if f.name != "geometry"]
+        if names == ["none"]:
+            return cls(**{k: False for k in switches})  # type: ignore[arg-type]
+        geometry = [n.partition("=")[2] for n in names if n.startswith("geometry=")]
+        unknown = [n for n in names if n not in switches and not n.startswith("geometry=")]
+        if unknown or not names or len(geometry) > 1:
+            raise OptionsError(f"unknown quirk {', '.join(unknown) or text!r}; use official, official:SCRIPT "
+                               f"({', '.join(OFFICIAL_SCRIPTS)}), none, or a comma list of {', '.join(switches)} "
+                               f"and geometry=({'|'.join(SCRIPT_GEOMETRIES)})")
+        return cls(**{k: k in names for k in switches}, geometry=geometry[0] if geometry else "exact")  # type: ignore[arg-type]
+
+
+SCRIPT_INITS: dict[str, Init] = {"old": "noise", "ddim_canvas_tile": "noise"}
+"""Where each official script starts sampling when it is not from the noised LR latent."""
+SCRIPT_SAMPLERS: dict[str, Sampler] = {"ddim": "ddim", "ddim_canvas_tile": "ddim"}
+"""The official scripts that sample with DDIM (the others use respaced DDPM)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import Init, Quirks, UpscaleOptions
+from .config import Init, Quirks, ScriptGeometry, UpscaleOptions
 from .errors import OptionsError, StableSRError
 from .hub import ModelSpec, load_model
 from .imageio.read import LoadedImage
@@ -91,7 +91,8 @@ class Upscaler:
         if options.guidance_scale != 1.0:
             self.pipe.encode_prompt(options.negative_prompt or "")
 
-    def check_size(self, size: tuple[int, int], scale: float, max_pixels: int | None) -> None:
+    def check_size(self, size: tuple[int, int], scale: float, max_pixels: int | None, *,
+                   geometry: ScriptGeometry = "exact") -> None:
         """Refuse (one line) an image whose output, or the canvas it is worked on, exceeds ``max_pixels``.
 
         Inputs whose upscaled short side is below the model's size are worked on at that size: a 1x300
@@ -101,7 +102,7 @@ class Upscaler:
 
         if max_pixels is None:
             return
-        geo = Geometry.plan(size, scale, self.pipe.config.sample_size)
+        geo = Geometry.plan(size, scale, self.pipe.config.sample_size, mode=geometry)
         for what, (h, w) in (("output", geo.target), ("working canvas", geo.padded)):
             if h * w > max_pixels:
                 why = "" if what == "output" else f" (the model needs a {self.pipe.config.sample_size} px short side)"

@@ -34,7 +34,8 @@ class ClassicalUpscaler:
     def check(self, options: UpscaleOptions) -> None:
         """Nothing to check: prompts and sampling settings do not apply."""
 
-    def check_size(self, size: tuple[int, int], scale: float, max_pixels: int | None) -> None:
+    def check_size(self, size: tuple[int, int], scale: float, max_pixels: int | None, *, geometry: str = "exact"
+                   ) -> None:
         h, w = round(size[0] * scale), round(size[1] * scale)
         if max_pixels is not None and h * w > max_pixels:
             raise StableSRError(f"the output would be {w}x{h} ({h * w / 1e6:.1f} MP), over --max-output-pixels "

@@ -22,6 +22,10 @@ followed by the same flags. Each official flag maps to our concept (OFFICIAL.md 
 ``--n_samples N``          accepted; images are always processed one by one (same results)
 =========================  ==========================================================================
 
+Which script a copied line came from is not on it: it runs with our defaults, so a line without
+``--upscale`` upscales x4 (as the tile scripts do). ``--quirks official:old`` (or ``ddim``, ``oldcanvas``,
+``face``, ...) adds that script's behaviour, e.g. the ``_old`` script's fixed-size square output.
+
 Flags the scripts parse but never use (``--C``, ``--f``, ``--n_iter``, ``--strength``, ``--skip_grid``,
 ``--fixed_code``, ``--facesr``) are accepted and ignored. ``--ref-img`` is ``--reference`` (face
 reference guidance, one reference per input with the same file name).

@@ -12,11 +12,10 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import COLOR_FIXES, INITS, MIN_VAE_TILE, SAMPLERS, Quirks, UpscaleOptions
+from ..config import COLOR_FIXES, INITS, MIN_VAE_TILE, OFFICIAL_SCRIPTS, SAMPLERS, Quirks, UpscaleOptions
 from ..errors import InputImageError, MissingWeightsError, StableSRError, UsageError
 from ..imageio.naming import OUTPUT_CHOICES, Job, final_target, path_key, plan_jobs
 from ..imageio.read import DEFAULT_MAX_PIXELS
@@ -55,18 +54,11 @@ def vae_tile(text: str) -> int:
 
 
 def quirks_flag(text: str) -> Quirks:
-    """``--quirks official|none|name,name``: which official behaviours to reproduce."""
-    names = [n.strip().replace("-", "_") for n in text.split(",") if n.strip()]
-    known = [f.name for f in fields(Quirks)]
-    if names == ["official"]:
-        return Quirks.official()
-    if names == ["none"]:
-        return Quirks(**{k: False for k in known})
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown quirk {', '.join(unknown) or text!r}; use official, none or "
-                                         f"a comma list of {', '.join(known)}")
-    return Quirks(**{k: k in names for k in known})
+    """``--quirks``: which official behaviours to reproduce (:meth:`Quirks.parse`)."""
+    try:
+        return Quirks.parse(text)
+    except StableSRError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -112,13 +104,15 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Argum
     sampling.add_argument("--reference", metavar="DIR", default=None,
                           help="face reference guidance: DIR holds one reference per input, same file name "
                                "(e.g. CodeFormer outputs; official --ref-img); use with --model face")
-    sampling.add_argument("--init", choices=INITS, default="noised_lr",
-                          help="start from the LR latent noised to the first step, or from pure noise")
+    sampling.add_argument("--init", choices=INITS, default=None,
+                          help="start from the LR latent noised to the first step, or from pure noise (default: "
+                               "noised_lr; noise with the quirks of the official scripts that start from it)")
     sampling.add_argument("--start-timestep", metavar="T", type=number(int, 0, 999), default=None,
                           help="begin sampling at this original timestep (0..999; needs --init noised_lr)")
     sampling.add_argument("--quirks", metavar="LIST", type=quirks_flag, default=Quirks(),
-                          help="official behaviours to reproduce: 'official' (all), 'none', or a comma list of "
-                               f"{', '.join(f.name for f in fields(Quirks))} (default: none but ddim_timestep_mismatch)")
+                          help="official behaviours to reproduce: 'official' (the tile script), 'official:SCRIPT' "
+                               f"({', '.join(OFFICIAL_SCRIPTS)}), 'none', or a comma list of switches "
+                               "(default: none but ddim_timestep_mismatch; see stablesr.Quirks)")
     tiles = p.add_argument_group("tiling (memory)")
     tiles.add_argument("--tile", metavar="N", type=number(int, 1), default=_DEFAULTS.tile_size,
                        help="latent tile size, in latent pixels (8 image pixels each); default: the model's size / 8")
@@ -172,7 +166,8 @@ def upscale_options(args: argparse.Namespace) -> UpscaleOptions:
 
 def expert_options(args: argparse.Namespace) -> ExpertOptions:
     try:
-        return ExpertOptions(init=args.init, start_timestep=args.start_timestep,
+        init = args.init or ("noise" if args.quirks.discarded_noise_draw else "noised_lr")
+        return ExpertOptions(init=init, start_timestep=args.start_timestep,
                              vae_tile_overlap=args.vae_tile_overlap, quirks=args.quirks)
     except StableSRError as exc:
         raise UsageError(str(exc)) from None
@@ -308,7 +303,8 @@ class _UpscaleBatch:
             if args.skip_existing and target.exists():
                 return skipped
         assert self.upscaler is not None  # loaded whenever some job was neither refused nor skipped
-        self.upscaler.check_size(img.rgb.shape[:2], self.options.scale, args.max_output_pixels or None)
+        self.upscaler.check_size(img.rgb.shape[:2], self.options.scale, args.max_output_pixels or None,
+                                 geometry=self.expert.quirks.geometry)
         reference = None
         if args.reference is not None:  # the face script's reference: same file name in another folder
             ref_path = Path(args.reference) / job.source.name

@@ -13,27 +13,21 @@ tiles, steered by the structure latent) latent -> (CFW decoder, fused with LR fe
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..checkpoints.components import ModelComponents
-from ..checkpoints.folder import load_folder, save_folder
-from ..checkpoints.single_file import build_from_single_file
 from ..config import (
     DEFAULT_TILE_BATCH,
     DEFAULT_VAE_TILE,
     INITS,
     ColorFix,
     Init,
-    ModelConfig,
     Quirks,
     Sampler,
     UpscaleOptions,
 )
-from ..diffusion.denoiser import Conditioning, StableSRDenoiser, TextConditioning
+from ..diffusion.denoiser import Conditioning, TextConditioning
 from ..diffusion.reference import ReferenceGuidance
 from ..diffusion.sampling import NoiseSource, SamplerPlan, X0Transform, q_sample
 from ..diffusion.schedules import DiffusionSchedule
@@ -42,19 +36,17 @@ from ..imaging.alpha import resize_alpha
 from ..imaging.color import apply_color_fix
 from ..imaging.convert import ImageInput, OutputType, PipelineImage, from_pipeline_images, to_pipeline_images
 from ..imaging.geometry import Geometry
-from ..models.cfw import CFWAutoencoderKL, CFWEncoding
-from ..models.sft import SFTAdapter
-from ..models.text import PromptEncoder
-from ..models.time_aware_encoder import TimeAwareEncoder
+from ..models.cfw import CFWEncoding
 from ..tiling import vae as vae_tiling
 from ..tiling.canvas import canvas_model_fn
 from ..tiling.tiles import TileAccumulator, gaussian_weights, plan_tiles
+from .models import PipelineModels
 from .references import check_references, encode_reference, reference_canvas
 from .settings import RunSettings, StableSRPipelineOutput, StepEndCallback, TilingSettings, progress_bar, step_callback
 
 __all__ = ["StableSRPipeline"]
 
-class StableSRPipeline:
+class StableSRPipeline(PipelineModels):
     """StableSR super-resolution: an SD-2.x UNet steered by a time-aware encoder through SFT layers,
     decoded by the CFW autoencoder.
 
@@ -69,92 +61,12 @@ class StableSRPipeline:
         >>> out.images[0].save("photo_x4.png")  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        unet: nn.Module,
-        sft_adapter: SFTAdapter,
-        time_aware_encoder: TimeAwareEncoder,
-        vae: CFWAutoencoderKL,
-        *,
-        struct_vae: CFWAutoencoderKL | None = None,
-        prompt_encoder: PromptEncoder | None = None,
-        config: ModelConfig | None = None,
-    ) -> None:
-        self.unet, self.sft_adapter, self.time_aware_encoder, self.vae = unet, sft_adapter, time_aware_encoder, vae
-        self.struct_vae = struct_vae
-        self.prompt_encoder = prompt_encoder or PromptEncoder()
-        self.config = config or ModelConfig()
-        self.denoiser = StableSRDenoiser(unet, sft_adapter, time_aware_encoder)
-        self.progress_bar_config: dict[str, Any] = {}
-        self._interrupt = False
-
-    # ------------------------------------------------------------------------------------------ loading, saving
-
-    @classmethod
-    def from_model(cls, model: ModelComponents) -> StableSRPipeline:
-        """A pipeline over loaded components (see :mod:`stablesr.checkpoints`)."""
-        return cls(model.unet, model.sft_adapter, model.time_aware_encoder, model.vae, struct_vae=model.struct_vae,
-                   prompt_encoder=model.prompt_encoder, config=model.config)
-
-    @classmethod
-    def from_single_file(cls, ckpt: str | Path, cfw_ckpt: str | Path | None = None, *,
-                         dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                         **kwargs: Any) -> StableSRPipeline:
-        """Build from official checkpoint files (``.ckpt`` or ``.safetensors``, official key layout).
-
-        Keyword args: ``config`` / ``cfw_config`` (official-style YAML/JSON for non-preset architectures),
-        ``prediction_type`` ("eps"/"v", when neither the file name nor the config tells), ``image_size``,
-        ``prompt_embeds`` (a ``prompt_embeds.safetensors`` file), ``base_model`` (diffusers SD-2.1 folder or
-        hub id, for SFT-only "webui" extracts).
-        """
-        return cls.from_model(build_from_single_file(ckpt, cfw_ckpt, **kwargs))._placed(device, dtype)
-
-    @classmethod
-    def from_pretrained(cls, path_or_repo: str | Path, *, dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None, revision: str | None = None,
-                        local_files_only: bool | None = None) -> StableSRPipeline:
-        """Load a folder written by :meth:`save_pretrained` (or ``stablesr convert``), local or on the hub."""
-        model = load_folder(path_or_repo, revision=revision, local_files_only=local_files_only)
-        return cls.from_model(model)._placed(device, dtype)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write a diffusers-style folder: one subfolder per component (config.json + safetensors)."""
-        return save_folder(self.model_components(), directory)
-
-    def model_components(self) -> ModelComponents:
-        return ModelComponents(self.unet, self.sft_adapter, self.time_aware_encoder, self.vae,
-                               struct_vae=self.struct_vae, prompt_encoder=self.prompt_encoder, config=self.config)
-
-    def _placed(self, device: str | torch.device | None, dtype: torch.dtype | None) -> StableSRPipeline:
-        return self.to(device, dtype) if device is not None or dtype is not None else self
-
     # ------------------------------------------------------------------------------------------ properties
-
-    @property
-    def components(self) -> dict[str, nn.Module]:
-        return self.model_components().modules()
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
 
     @property
     def interrupt(self) -> bool:
         """Set ``pipe._interrupt = True`` (e.g. in ``callback_on_step_end``) to end sampling after this step."""
         return self._interrupt
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> StableSRPipeline:
-        """Move to ``device`` and cast the diffusion networks to ``dtype``.
-
-        The VAEs follow ``dtype`` for bfloat16 but stay float32 for float16, where the SD VAE can
-        overflow. Latents, schedules and tile blending are always float32.
-        """
-        for name, module in self.components.items():
-            vae_like = name in ("vae", "struct_vae")
-            d = dtype if not (vae_like and dtype == torch.float16) else torch.float32
-            nn.Module.to(module, device=device, dtype=d)  # plain cast: we choose per component what stays fp32
-        self.prompt_encoder.to(device)
-        return self
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
         """Options for the per-step tqdm bar, e.g. ``disable=True``."""
@@ -298,15 +210,15 @@ class StableSRPipeline:
         """(image in [0, 1], its alpha, the latent canvas) for one input batch."""
         lr = item.pixels.to(self.device)
         # 4. Geometry: work at >= model size, pad for the VAE
-        geo = Geometry.plan(tuple(lr.shape[-2:]), upscale, self.config.sample_size,
-                            tile_script_geometry=run.quirks.tile_script_geometry)
+        geo = Geometry.plan(tuple(lr.shape[-2:]), upscale, self.config.sample_size, mode=run.quirks.geometry)
         padded = geo.upscale_and_pad(lr)
         tiling, latents = run.tiling, None
         if run.quirks.pixel_tiles and tiling.vae_tile is not None and max(padded.shape[-2:]) > tiling.vae_tile:
             restored = self._restore_in_patches(padded, run)
         else:
             ref = None if reference is None else reference_canvas(geo, reference.to(self.device))
-            restored, latents = self._restore(padded, run, None if run.quirks.pixel_tiles else tiling.vae_tile, ref)
+            restored, latents = self._restore(padded, run, None if run.quirks.pixel_tiles else tiling.vae_tile, ref,
+                                              geo.color_fix_size)
         # 7b. Back to [0, 1], undo the geometry; resize the alpha to match
         image = geo.finish(torch.clamp((restored + 1) / 2, 0, 1))
         alpha = None if item.alpha is None else resize_alpha(item.alpha, tuple(image.shape[-2:]))
@@ -325,14 +237,16 @@ class StableSRPipeline:
         return acc.result()
 
     def _restore(self, image: torch.Tensor, run: RunSettings, vae_tile: int | None,
-                 reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode -> sample -> decode -> colour fix for one padded image (sides multiples of 8), in [-1, 1]."""
+                 reference: torch.Tensor | None = None, keep: tuple[int, int] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode -> sample -> decode -> colour fix for one padded image (sides multiples of 8), in [-1, 1];
+        ``keep``: the top-left region decoded and colour-fixed (default all)."""
         struct_latent, features = self.encode_structure(image, run, vae_tile)
         x_t = self.prepare_latents(struct_latent, run)
         guidance = None if reference is None else ReferenceGuidance(
             encode_reference(self.vae, reference, self.config.scale_factor, run.noise, vae_tile, run.tiling.vae_overlap))
         samples = self.denoise(x_t, struct_latent, run, guidance)
-        return self.decode(samples, image, features, run, vae_tile), samples
+        return self.decode(samples, image, features, run, vae_tile, keep), samples
 
     def encode_structure(self, image: torch.Tensor, run: RunSettings, vae_tile: int | None
                          ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -340,11 +254,11 @@ class StableSRPipeline:
         features when one untiled encoder pass gives them too."""
         untiled = vae_tile is None or max(image.shape[-2:]) <= vae_tile
         features = None
-        if self.struct_vae is None and untiled:  # one encoder pass gives the latent and the CFW features
+        source = self.vae if run.quirks.structure_from_cfw else self.struct_vae or self.vae
+        if source is self.vae and untiled:  # one encoder pass gives the latent and the CFW features
             enc = self.vae.encode_with_features(image.to(self.vae.dtype))
             moments, features = enc.moments.float(), enc.features
         else:  # the decoder re-encodes its tiles (or the whole image) for the features
-            source = self.struct_vae or self.vae
             moments = vae_tiling.encode_moments(source, image.to(source.dtype), tile_px=vae_tile,
                                                 overlap_px=run.tiling.vae_overlap)
         posterior = CFWEncoding(moments, [])
@@ -354,6 +268,8 @@ class StableSRPipeline:
     def prepare_latents(self, struct_latent: torch.Tensor, run: RunSettings) -> torch.Tensor:
         """5b. The starting latent x_T: pure noise, or the structure latent noised to the first timestep."""
         if run.init == "noise":
+            if run.quirks.discarded_noise_draw:  # the official scripts draw a noised-LR start and discard it
+                run.noise.draw(struct_latent.shape, like=struct_latent)
             return run.noise.draw(struct_latent.shape, like=struct_latent)
         t = 999 if run.plan.start_timestep is None else run.plan.start_timestep
         base = DiffusionSchedule.base(self.config.linear_start, self.config.linear_end)
@@ -380,12 +296,13 @@ class StableSRPipeline:
                 bar.close()
 
     def decode(self, samples: torch.Tensor, image: torch.Tensor, features: list[torch.Tensor] | None,
-               run: RunSettings, vae_tile: int | None) -> torch.Tensor:
-        """7. CFW decode (tiled for large images) and colour fix against the LR input."""
+               run: RunSettings, vae_tile: int | None, keep: tuple[int, int] | None = None) -> torch.Tensor:
+        """7. CFW decode (tiled for large images) and colour fix against the LR input (its ``keep`` region)."""
         decoded = vae_tiling.decode(self.vae, (samples / self.config.scale_factor).to(self.vae.dtype),
                                     image.to(self.vae.dtype), run.fidelity, tile_px=vae_tile,
                                     overlap_px=run.tiling.vae_overlap, features=features)
-        return apply_color_fix(decoded.float(), image.float(), run.color_fix)
+        h, w = keep or image.shape[-2:]
+        return apply_color_fix(decoded[..., :h, :w].float(), image[..., :h, :w].float(), run.color_fix)
 
     @staticmethod
     def postprocess(results: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],

@@ -28,7 +28,15 @@ def check_references(items: list[PipelineImage], reference_image: ImageInput | N
 
 
 def reference_canvas(geo: Geometry, reference: torch.Tensor) -> torch.Tensor:
-    """A reference of any size -> the padded working canvas of the input (bicubic, as the LR is resized)."""
+    """A reference of any size -> the padded working canvas of the input (bicubic, as the LR is resized).
+
+    In the ``fixed_size`` geometry (the official face script) the reference gets the same preprocessing as
+    the LR, planned for its own size: LANCZOS to a multiple of 32, resize, centre crop to the model size.
+    """
+    if geo.mode == "fixed_size":
+        h, w = reference.shape[-2:]
+        own = Geometry.plan((h, w), geo.upscale, geo.padded[0], mode="fixed_size")
+        return own.upscale_and_pad(reference)
     shrink = geo.work[0] < reference.shape[-2]
     up = F.interpolate(reference, size=geo.work, mode="bicubic", align_corners=False, antialias=shrink).clamp(-1, 1)
     return pad_image(up, geo.padded)

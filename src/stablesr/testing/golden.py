@@ -8,8 +8,10 @@ Usage::
 A golden directory holds ``index.json`` (cases, configs, weights, tolerances), official-format
 ``.ckpt`` weights and official-style configs, and one safetensors file per case with its
 ``in.*`` inputs, ``noise.*`` recorded Gaussian draws and ``out.*`` expected outputs. Each case
-is rebuilt here from those alone with this package's modules (the same ones the pipeline uses),
-the recorded draws replayed in the official order, and every ``out.*`` compared in float64
+is rebuilt here from those alone: the layer cases (encoder, UNet, CFW, colour fix, training loss)
+with this package's modules, every script case (``_old``, ``oldcanvas_tile``, DDIM) by
+``StableSRPipeline.__call__`` with that script's ``Quirks.official(script)``; the recorded draws
+are replayed in the official order, and every ``out.*`` compared in float64
 against the case's tolerance. One line per case, then ``N passed, M failed``; the exit status is
 non-zero if any case failed.
 """
@@ -31,13 +33,12 @@ from safetensors.torch import load_file
 from ..checkpoints.convert import LDMParts, load_cfw, load_ldm, map_official_keys
 from ..checkpoints.official_config import LDMSpec, cfw_vae_config, read_config_file
 from ..config import ModelConfig, Quirks
-from ..diffusion.denoiser import Conditioning, StableSRDenoiser, TextConditioning
-from ..diffusion.sampling import RecordedNoise, q_sample, sample_ddim, sample_ddpm
-from ..diffusion.schedules import DDIMTable, DiffusionSchedule
+from ..diffusion.denoiser import StableSRDenoiser, TextConditioning
+from ..diffusion.sampling import RecordedNoise
+from ..diffusion.schedules import DiffusionSchedule
 from ..imaging.color import apply_color_fix
 from ..models.cfw import CFWAutoencoderKL
 from ..pipeline import StableSRPipeline
-from ..tiling.canvas import canvas_model_fn
 from ..training.losses import stage1_loss
 
 
@@ -127,73 +128,60 @@ def flow_colorfix(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> di
     return {f"out.{k}": apply_color_fix(t["in.content"], t["in.style"], k) for k in ("adain", "wavelet")}
 
 
-def _finish(m: GoldenModels, samples: torch.Tensor, features: list, lr: torch.Tensor, p: dict, scale: float):
-    decoded = m.vae.decode_fused(samples / scale, features, float(p["dec_w"]))
-    fixed = apply_color_fix(decoded, lr, _color_fix(p))
-    return decoded, torch.clamp((fixed + 1) / 2, 0, 1)
+def _through_pipeline(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise, quirks: Quirks, sample_size: int,
+                      upscale: float = 1.0, **call: object) -> dict[str, torch.Tensor]:
+    """One official script's case run by ``StableSRPipeline.__call__`` with that script's quirks.
 
-
-def flow_ddpm_old(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[str, torch.Tensor]:
-    """``sr_val_ddpm_text_T_vqganfin_old.py``: CFW-encoder structure latent, pure-noise start, DDPM."""
-    spec = m.specs[p.get("parameterization", "eps")]
-    lr = t["in.lr_image"]
-    enc = m.vae.encode_with_features(lr)
-    struct = spec.scale_factor * enc.sample(noise.draw(enc.mean.shape, like=enc.mean))
-    noise.draw(struct.shape, like=struct)  # the script's x_T draw, which it then discards
-    x_t = noise.draw(struct.shape, like=struct)
-    sched = DiffusionSchedule.respaced(int(p["ddpm_steps"]), spec.linear_start, spec.linear_end)
+    ``out.x_decoded`` (the decoder output before the colour fix, which the pipeline does not return)
+    is the pipeline's latent decoded by the same CFW decoder with the LR's features.
+    """
     text = _text(t, p)
-    samples = sample_ddpm(lambda x, tt: m.denoiser(x, tt, Conditioning(struct, text)), x_t, sched, spec.parameterization, noise)
-    decoded, final = _finish(m, samples, enc.features, lr, p, spec.scale_factor)
-    return {"out.samples": samples, "out.x_decoded": decoded, "out.x_final": final}
-
-
-def flow_canvas_tile(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[str, torch.Tensor]:
-    """``sr_val_ddpm_text_T_vqganfin_oldcanvas_tile.py``, run through ``StableSRPipeline`` with all official quirks."""
-    size, stride = int(p["vqgantile_size"]), int(p["vqgantile_stride"])
-    if t["in.lr_image"].shape[0] != 1:
-        raise ValueError("the official canvas sampler mixes up the images of a batch; only batch 1 is replayed")
-    pipe = m.pipeline(p.get("parameterization", "eps"), int(p["input_size"]))
-    result = pipe(
-        (t["in.lr_image"] + 1) / 2, float(p["upscale"]), int(p["ddpm_steps"]), sampler="ddpm",
-        fidelity=float(p["dec_w"]), color_fix=_color_fix(p), prompt_embeds=_text(t, p).cond,
-        noise=noise, init="noised_lr", tile_size=int(p["input_size"]) // 8, tile_overlap=int(p["tile_overlap"]),
-        tile_batch_size=int(p.get("n_samples", 1)), vae_tile_size=size, vae_tile_overlap=size - stride,
-        quirks=Quirks.official(), output_type="pt",
-    )
+    pipe = m.pipeline(p.get("parameterization", "eps"), sample_size)
+    lr = t["in.lr_image"]
+    result = pipe((lr + 1) / 2, upscale, fidelity=float(p["dec_w"]), color_fix=_color_fix(p), prompt_embeds=text.cond,
+                  negative_prompt_embeds=text.uncond, guidance_scale=text.scale, noise=noise,
+                  quirks=quirks, output_type="pt", **call)  # type: ignore[arg-type]
     out = {"out.x_final": result.images}
     if result.latents is not None:
         out["out.samples"] = result.latents
+        if "in.lr_image" in t and tuple(result.latents.shape[-2:]) == tuple(s // 8 for s in lr.shape[-2:]):
+            features = pipe.vae.encode_with_features(lr).features
+            out["out.x_decoded"] = pipe.vae.decode_fused(result.latents / pipe.config.scale_factor, features,
+                                                         float(p["dec_w"]))
     return out
 
 
+def flow_ddpm_old(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[str, torch.Tensor]:
+    """``sr_val_ddpm_text_T_vqganfin_old.py``: fixed size, CFW-encoder structure latent, pure-noise start, DDPM."""
+    return _through_pipeline(m, p, t, noise, Quirks.official("old"), int(t["in.lr_image"].shape[-1]), num_inference_steps=int(p["ddpm_steps"]),
+                             sampler="ddpm", init="noise", vae_tile_size=None)
+
+
+def flow_canvas_tile(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[str, torch.Tensor]:
+    """``sr_val_ddpm_text_T_vqganfin_oldcanvas_tile.py``: the tile script's geometry, latent canvas and pixel tiles."""
+    size, stride = int(p["vqgantile_size"]), int(p["vqgantile_stride"])
+    if t["in.lr_image"].shape[0] != 1:
+        raise ValueError("the official canvas sampler mixes up the images of a batch; only batch 1 is replayed")
+    return _through_pipeline(m, p, t, noise, Quirks.official("tile"), int(p["input_size"]), float(p["upscale"]),
+                             num_inference_steps=int(p["ddpm_steps"]), sampler="ddpm", init="noised_lr",
+                             tile_size=int(p["input_size"]) // 8, tile_overlap=int(p["tile_overlap"]),
+                             tile_batch_size=int(p.get("n_samples", 1)), vae_tile_size=size, vae_tile_overlap=size - stride)
+
+
 def flow_ddim(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[str, torch.Tensor]:
-    """``sr_val_ddim_text_T_negativeprompt.py`` and its ``_canvas_tile`` twin (direct branch)."""
-    spec = m.specs[p.get("parameterization", "eps")]
-    lr = t["in.lr_image"]
-    text = _text(t, p)
-    table = DDIMTable.build(int(p["ddim_steps"]), float(p["eta"]), timestep_mismatch=True,
-                            base=DiffusionSchedule.base(spec.linear_start, spec.linear_end))
+    """``sr_val_ddim_text_T_negativeprompt.py`` (fixed size, noised-LR start) and its ``_canvas_tile`` twin
+    (direct branch: the checkpoint's VAE, pure-noise start, latent tiles)."""
     canvas = p.get("canvas")
-    if canvas:
-        moments = m.struct_vae.encode_with_features(lr)
-        struct = spec.scale_factor * moments.sample(noise.draw(moments.mean.shape, like=moments.mean))
-        noise.draw(struct.shape, like=struct)  # noised-LR x_T computed, then discarded by the script
-        x_t = noise.draw(struct.shape, like=struct)
-        fn = canvas_model_fn(m.denoiser, Conditioning(struct, text), tile_size=int(canvas["tile_size"]),
+    steps = {"num_inference_steps": int(p["ddim_steps"]), "sampler": "ddim", "eta": float(p["eta"])}
+    if not canvas:
+        return _through_pipeline(m, p, t, noise, Quirks.official("ddim"), int(t["in.lr_image"].shape[-1]), init="noised_lr",
+                                 vae_tile_size=None, **steps)
+    tile = int(canvas["tile_size"])
+    # The case holds the direct branch's input, already padded by the script: no second padding.
+    quirks = dataclasses.replace(Quirks.official("ddim_canvas_tile"), geometry="exact")
+    return _through_pipeline(m, p, t, noise, quirks, tile * 8, init="noise", tile_size=tile,
                              tile_overlap=int(canvas["tile_overlap"]), tile_batch_size=int(canvas.get("n_samples", 1)),
-                             official_tile_weights=True)
-        features = m.vae.encode_with_features(lr).features
-    else:
-        enc = m.vae.encode_with_features(lr)
-        struct = spec.scale_factor * enc.sample(noise.draw(enc.mean.shape, like=enc.mean))
-        base = DiffusionSchedule.base(spec.linear_start, spec.linear_end)
-        x_t = q_sample(struct, 999, noise.draw(struct.shape, like=struct), base)
-        fn = lambda x, tt: m.denoiser(x, tt, Conditioning(struct, text))
-        features = enc.features
-    samples = sample_ddim(fn, x_t, table, spec.parameterization, noise)
-    decoded, final = _finish(m, samples, features, lr, p, spec.scale_factor)
-    return {"out.samples": samples, "out.x_decoded": decoded, "out.x_final": final}
+                             vae_tile_size=1280, vae_tile_overlap=280, **steps)
 
 
 def flow_train(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise) -> dict[str, torch.Tensor]:
