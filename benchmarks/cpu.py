@@ -142,7 +142,7 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict:
         "decode_s": round(s["decode_and_fix"] - s["color_fix"], 4), "color_fix_s": round(s["color_fix"], 4),
         "network_s": round(network, 4), "overhead_share": round((total - network) / total, 4),
         "sample_overhead_share": round((s["sample"] - _network_in_sample(s)) / max(s["sample"], 1e-9), 4),
-        "vae_s": round(s["vae_encode_net"] + s["vae_decode_net"], 4), "tile_batch": args.tile_batch,
+        "vae_s": round(s["vae_encode_net"] + s["vae_decode_net"], 4), "tile_batch": args.tile_batch or "auto",
         "vae_tile": args.vae_tile, "latent_tile": [tile, tile // 2], "out_shape": list(out.images.shape),
         "model": "tiny golden", "precision": "fp32", "clock": args.clock,
     }
@@ -166,11 +166,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from stablesr.config import DEFAULT_TILE_BATCH, DEFAULT_VAE_TILE
+    from stablesr.config import DEFAULT_VAE_TILE
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.tile_batch = args.tile_batch or DEFAULT_TILE_BATCH
     args.vae_tile = args.vae_tile or DEFAULT_VAE_TILE
     if not (GOLDEN / "weights" / "tiny_ldm.ckpt").is_file():
         sys.exit(f"benchmarks/cpu.py: tiny golden weights not found under {GOLDEN} (set STABLESR_GOLDEN)")

@@ -86,7 +86,7 @@ def run(pipe: Any, name: str, steps: int, args: argparse.Namespace) -> dict:
            "color_fix_s": round(seconds["color_fix"], 4),
            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3),
-           "precision": args.precision, "tile_batch": args.tile_batch, "vae_tile": args.vae_tile,
+           "precision": args.precision, "tile_batch": args.tile_batch or "auto", "vae_tile": args.vae_tile,
            "out_shape": list(out.images.shape), "device": torch.cuda.get_device_name(),
            "model": "sd21-size random weights"}
     if steps != issue_steps:
@@ -111,9 +111,8 @@ def main() -> int:
         return 0
     from any_size import build_full
 
-    from stablesr.config import DEFAULT_TILE_BATCH, DEFAULT_VAE_TILE
+    from stablesr.config import DEFAULT_VAE_TILE
 
-    args.tile_batch = args.tile_batch or DEFAULT_TILE_BATCH
     args.vae_tile = args.vae_tile or DEFAULT_VAE_TILE
     torch.manual_seed(0)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]

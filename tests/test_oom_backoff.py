@@ -90,3 +90,10 @@ def test_backoff_through_the_real_pipeline(tiny_weights):
     assert out.shape == (1, 128, 128, 3) and len(notes) == 1
     assert calls[0] == (16, 16) and len(calls) == 10  # then 3x3 tiles of at most 64 px (8 latent)
     assert all(max(c) <= 8 for c in calls[1:])
+
+
+def test_automatic_tile_batch_backs_off_to_the_fixed_default_first():
+    from stablesr.config import DEFAULT_TILE_BATCH
+
+    o = smaller_options(UpscaleOptions(tile_batch_size=None, vae_tile_size=1024), output_side=2048)
+    assert o is not None and (o.tile_batch_size, o.vae_tile_size) == (DEFAULT_TILE_BATCH, 1024)

@@ -55,3 +55,64 @@ def test_sdpa_math_and_fused_paths_agree_on_contiguous_qkv():
     with sdpa_kernel(SDPBackend.MATH):
         ref = F.scaled_dot_product_attention(q, k, v)
     torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v), ref, atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------- automatic tile batch
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 2000), st.integers(1, 128))
+def test_balanced_batch_keeps_the_number_of_calls_and_never_grows(n, batch):
+    from stablesr.tiling.budget import balanced_batch
+
+    b = balanced_batch(n, batch)
+    calls = -(-n // min(batch, n))
+    assert 1 <= b <= min(batch, n) and -(-n // b) == calls
+    assert b * calls - n < calls  # the padding of the last call is less than one tile per call
+
+
+def test_auto_tile_batch_follows_the_free_memory():
+    from stablesr.config import DEFAULT_TILE_BATCH
+    from stablesr.tiling.budget import MAX_AUTO_TILE_BATCH, auto_tile_batch
+
+    mb = 2**20
+    assert auto_tile_batch(961, per_tile_bytes=mb, free_bytes=64 * 1024 * mb) == 61  # capped at 64, balanced
+    assert auto_tile_batch(961, per_tile_bytes=mb, free_bytes=64 * 1024 * mb) <= MAX_AUTO_TILE_BATCH
+    assert auto_tile_batch(49, per_tile_bytes=100 * mb, free_bytes=1000 * mb) == 5  # 5 fit in half of 1000 MB
+    assert auto_tile_batch(49, per_tile_bytes=100 * mb, free_bytes=10 * mb) == 1  # never below one tile
+    assert auto_tile_batch(49, per_tile_bytes=mb, free_bytes=None) == DEFAULT_TILE_BATCH  # unknown: the default
+    assert auto_tile_batch(3, per_tile_bytes=mb, free_bytes=None) == 3
+
+
+def test_tile_bytes_scale_with_the_model_tile_and_precision():
+    from types import SimpleNamespace
+
+    from stablesr.tiling.budget import free_memory_bytes, tile_bytes
+
+    full = SimpleNamespace(config=SimpleNamespace(block_out_channels=[320, 640, 1280, 1280]))
+    tiny = SimpleNamespace(config=SimpleNamespace(block_out_channels=[32, 32, 32, 32]))
+    fp16 = tile_bytes(full, 64, 1, torch.float16)
+    assert 200 * 2**20 < fp16 < 600 * 2**20  # the full SD-2 UNet at a 64x64 latent tile: a few hundred MB
+    assert tile_bytes(full, 64, 2, torch.float32) == 4 * fp16  # guidance doubles, fp32 doubles
+    assert tile_bytes(tiny, 16, 1, torch.float32) * 160 == tile_bytes(full, 64, 1, torch.float32)
+    free = free_memory_bytes(torch.device("cpu"))
+    assert free is None or free > 0
+
+
+def test_automatic_batch_gives_the_same_image_as_one_tile_at_a_time(tiny_weights, one_thread, monkeypatch):
+    from conftest import tiny_pipeline
+    from PIL import Image
+
+    from stablesr.tiling import canvas
+
+    pipe = tiny_pipeline(tiny_weights)
+    lr = Image.effect_noise((64, 80), 40).convert("RGB")
+    chosen = []
+    real = canvas.choose_tile_batch
+    monkeypatch.setattr(canvas, "choose_tile_batch", lambda *a, **k: chosen.append(real(*a, **k)) or chosen[-1])
+    run = lambda **kw: pipe(lr, 4.0, 2, generator=torch.Generator().manual_seed(0), output_type="pt", **kw)
+    auto, one = run(), run(tile_batch_size=1)
+    # a 40x32 latent is 4x3 tiles of 16 (overlap 8): one call of 12 (the memory-blind default would make 3 of 4)
+    assert chosen == [12]
+    torch.testing.assert_close(auto.latents, one.latents, rtol=0, atol=1e-4)  # batch size changes only rounding
+    torch.testing.assert_close(auto.images, one.images, rtol=0, atol=1e-4)

@@ -23,7 +23,7 @@ COLOR_FIXES: tuple[str, ...] = get_args(ColorFix)
 PREDICTIONS: tuple[str, ...] = get_args(Prediction)
 INITS: tuple[str, ...] = get_args(Init)
 
-DEFAULT_TILE_BATCH = 4  # latent tiles per network call
+DEFAULT_TILE_BATCH = 4  # latent tiles per network call when the free memory cannot be read
 DEFAULT_VAE_TILE = 1024  # VAE tile in image pixels
 MIN_VAE_TILE = 64
 
@@ -167,7 +167,7 @@ class UpscaleOptions:
         guidance_scale / prompt / negative_prompt: classifier-free guidance (1 = off).
         seed: seeds a CPU generator, so every device draws the same noise.
         tile_size / tile_overlap: latent tile and overlap in latent pixels (default model size / 8, half a tile).
-        tile_batch_size: latent tiles per network call.
+        tile_batch_size: latent tiles per network call (``None``: chosen from the free memory, at most 64).
         vae_tile_size: VAE tile in image pixels (``None`` or 0 = never tile).
 
     Example:
@@ -191,7 +191,7 @@ class UpscaleOptions:
     seed: int = 42
     tile_size: int | None = None
     tile_overlap: int | None = None
-    tile_batch_size: int = DEFAULT_TILE_BATCH
+    tile_batch_size: int | None = None
     vae_tile_size: int | None = DEFAULT_VAE_TILE
 
     def __post_init__(self) -> None:
@@ -240,7 +240,7 @@ def check_options(o: UpscaleOptions) -> None:
         raise GeometryError(f"tile size must be at least 1, got {o.tile_size}")
     if o.tile_overlap is not None and (o.tile_overlap < 0 or (o.tile_size is not None and o.tile_overlap >= o.tile_size)):
         raise GeometryError(f"tile overlap must be in [0, tile size {o.tile_size}), got {o.tile_overlap}")
-    if o.tile_batch_size < 1:
+    if o.tile_batch_size is not None and o.tile_batch_size < 1:
         raise OptionsError(f"tile_batch_size must be at least 1, got {o.tile_batch_size}")
     if o.vae_tile_size and o.vae_tile_size < MIN_VAE_TILE:
         raise GeometryError(f"VAE tile must be at least {MIN_VAE_TILE} px (or 0 to disable tiling), got {o.vae_tile_size}")

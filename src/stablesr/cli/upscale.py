@@ -118,8 +118,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Argum
                        help="latent tile size, in latent pixels (8 image pixels each); default: the model's size / 8")
     tiles.add_argument("--tile-overlap", metavar="N", type=number(int, 0), default=_DEFAULTS.tile_overlap,
                        help="latent tile overlap, below --tile (default: half a tile)")
-    tiles.add_argument("--tile-batch", metavar="N", type=number(int, 1), default=_DEFAULTS.tile_batch_size,
-                       help="latent tiles per network call")
+    tiles.add_argument("--tile-batch", metavar="N|auto", type=lambda v: None if v == "auto" else number(int, 1)(v),
+                       default=_DEFAULTS.tile_batch_size,
+                       help="latent tiles per network call (default auto: from the free memory, at most 64)")
     tiles.add_argument("--vae-tile", "--vqgantile-size", metavar="PX", type=vae_tile, default=_DEFAULTS.vae_tile_size,
                        help=f"VAE tile size in image pixels, 0 = never tile, else at least {MIN_VAE_TILE}")
     tiles.add_argument("--vae-tile-overlap", metavar="PX", type=number(int, 0), default=None,

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from ..config import (
-    DEFAULT_TILE_BATCH,
     DEFAULT_VAE_TILE,
     INITS,
     ColorFix,
@@ -100,7 +99,7 @@ class StableSRPipeline(PipelineModels):
         start_timestep: int | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
-        tile_batch_size: int = DEFAULT_TILE_BATCH,
+        tile_batch_size: int | None = None,
         vae_tile_size: int | None = DEFAULT_VAE_TILE,
         vae_tile_overlap: int | None = None,
         quirks: Quirks | None = None,
@@ -131,7 +130,8 @@ class StableSRPipeline(PipelineModels):
             init: start from the LR latent noised to t=999 (official tile script) or from pure noise.
             start_timestep: begin at this original timestep (x_T = LR latent noised to it).
             tile_size / tile_overlap: latent tile and overlap (default model size / 8 and half a tile).
-            tile_batch_size: latent tiles per network call.
+            tile_batch_size: latent tiles per network call (default: as many as half the free memory holds,
+                at most 64; the output does not depend on it).
             vae_tile_size / vae_tile_overlap: pixel tile for the VAE (None or 0 = never tile; at least 64)
                 and its overlap (default a quarter tile, at most 128); with ``quirks.pixel_tiles`` the
                 size/overlap of the official whole-pipeline patches.

@@ -39,7 +39,7 @@ class TilingSettings:
 
     tile: int
     overlap: int
-    batch: int
+    batch: int | None  # None: chosen from the free memory per image
     vae_tile: int | None
     vae_overlap: int
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from ..config import MIN_VAE_TILE, UpscaleOptions
+from ..config import DEFAULT_TILE_BATCH, MIN_VAE_TILE, UpscaleOptions
 
 T = TypeVar("T")
 VAE_TILE_ALIGN = 8  # the VAE tile stays a multiple of the latent factor
@@ -61,6 +61,8 @@ def smaller_options(options: UpscaleOptions, output_side: int) -> UpscaleOptions
         >>> o.tile_batch_size, o.vae_tile_size
         (1, 496)
     """
+    if options.tile_batch_size is None:  # the automatic choice was too optimistic: a fixed small batch
+        return replace(options, tile_batch_size=DEFAULT_TILE_BATCH)
     if options.tile_batch_size > 1:
         return replace(options, tile_batch_size=options.tile_batch_size // 2)
     current = options.vae_tile_size or output_side
@@ -72,7 +74,7 @@ def smaller_options(options: UpscaleOptions, output_side: int) -> UpscaleOptions
 
 def describe(options: UpscaleOptions) -> str:
     vae = f"VAE tile {options.vae_tile_size} px" if options.vae_tile_size else "untiled VAE"
-    return f"tile batch {options.tile_batch_size}, {vae}"
+    return f"tile batch {options.tile_batch_size or 'auto'}, {vae}"
 
 
 def with_oom_backoff(attempt: Callable[[UpscaleOptions], T], options: UpscaleOptions, *, output_side: int,

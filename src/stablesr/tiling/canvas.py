@@ -13,7 +13,8 @@ import torch
 
 from ..diffusion.denoiser import Conditioning, StableSRDenoiser
 from ..diffusion.sampling import ModelFn
-from .tiles import TileAccumulator, TilePlan
+from .budget import choose_tile_batch
+from .tiles import TileAccumulator, TilePlan, tile_starts
 
 
 def canvas_model_fn(
@@ -22,7 +23,7 @@ def canvas_model_fn(
     *,
     tile_size: int,
     tile_overlap: int,
-    tile_batch_size: int = 1,
+    tile_batch_size: int | None = 1,
     official_tile_weights: bool = False,
 ) -> ModelFn:
     """Progressive aggregation sampling's model function over the whole latent canvas.
@@ -30,8 +31,13 @@ def canvas_model_fn(
     ``official_tile_weights=True`` (the ``tile_weights`` quirk) visits tiles in the official order, uses the
     official (off-centre) weights and the official float64-per-tile accumulation, for bit-level parity;
     results differ from the default only at float32 rounding level and by the half-pixel weight shift.
+    ``tile_batch_size=None`` chooses the batch from the free memory (:mod:`stablesr.tiling.budget`).
     """
     b, _, h, w = cond.struct_latent.shape
+    if tile_batch_size is None:
+        n_tiles = len(tile_starts(h, tile_size, tile_overlap)) * len(tile_starts(w, tile_size, tile_overlap))
+        tile_batch_size = choose_tile_batch(denoiser.unet, n_tiles, tile_size, b * (2 if cond.text.guided else 1),
+                                            cond.struct_latent.device, denoiser.steered.dtype)
     plan = TilePlan.build(h, w, tile_size, tile_overlap, batch=tile_batch_size, device=cond.struct_latent.device,
                           official=official_tile_weights)
     if len(plan.tiles) == 1 and not official_tile_weights:
