@@ -83,7 +83,8 @@ def instrument(pipe: Any, timers: Timers) -> None:
     """Stage timers on the pipeline's steps, network timers on its networks (this instance only)."""
     from stablesr.pipeline import core
 
-    for module in (pipe.unet, pipe.time_aware_encoder):
+    # the steered UNet (SFTUNet runs the diffusers blocks itself, so hooks on pipe.unet would never fire)
+    for module in (pipe.denoiser.steered, pipe.time_aware_encoder):
         module.register_forward_pre_hook(lambda *_: timers.enter_network())
         module.register_forward_hook(lambda *_: timers.leave_network())
     for vae in {id(v): v for v in (pipe.vae, pipe.struct_vae) if v is not None}.values():

@@ -109,3 +109,31 @@ def test_torch_compile_fullgraph_matches_eager(pipe):
         eager = pipe.denoiser(x, torch.tensor([400]), cond)
         got = compiled(x, torch.tensor([400]), cond)
     torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_pipeline_compile_keeps_the_result_through_the_canvas(tiny_weights, one_thread):
+    """``pipe.compile()`` swaps in the compiled denoiser; the canvas (padded tile batches) runs it unchanged."""
+    from PIL import Image
+
+    pipe = tiny_pipeline(tiny_weights)
+    lr = Image.effect_noise((40, 48), 40).convert("RGB")
+    run = lambda: pipe(lr, 4.0, 2, generator=torch.Generator().manual_seed(0), tile_batch_size=3,
+                       output_type="pt").images
+    eager = run()
+    assert pipe.compile(backend="aot_eager") is pipe
+    assert isinstance(pipe.denoiser, torch._dynamo.eval_frame.OptimizedModule)
+    torch.testing.assert_close(run(), eager, rtol=0, atol=1e-4)
+
+
+def test_upscaler_load_compiles_on_request(tiny_weights):
+    from stablesr.hub import ModelSpec
+    from stablesr.service import Upscaler
+
+    spec = ModelSpec(checkpoint=str(tiny_weights["ldm"]), cfw_checkpoint=str(tiny_weights["cfw"]),
+                     config=str(tiny_weights["config"]), prompt_embeds=str(tiny_weights["prompt_embeds"]),
+                     prediction_type="eps")
+    plain = Upscaler.load(spec, "cpu", torch.float32, announce=False)
+    compiled = Upscaler.load(spec, "cpu", torch.float32, announce=False, compile=True)
+    assert not isinstance(plain.pipe.denoiser, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(compiled.pipe.denoiser, torch._dynamo.eval_frame.OptimizedModule)

@@ -75,10 +75,17 @@ class Upscaler:
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str | torch.device | None = None, dtype: torch.dtype | None = None, *,
-             announce: bool = True, progress: bool = False, note: Callable[[str], None] | None = None) -> Upscaler:
-        """Load the model named by ``spec`` (see :func:`stablesr.hub.load_model`); ``progress`` shows step bars."""
-        pipe = load_model(spec, device, dtype, announce=announce, note=note)
+             announce: bool = True, progress: bool = False, note: Callable[[str], None] | None = None,
+             compile: bool = False, offload: str | None = None) -> Upscaler:
+        """Load the model named by ``spec`` (see :func:`stablesr.hub.load_model`); ``progress`` shows step bars;
+        ``compile`` compiles the denoiser (:meth:`~stablesr.pipeline.StableSRPipeline.compile`); ``offload``
+        (``"model"`` or ``"sequential"``) keeps the networks in CPU memory between uses on ``device``."""
+        pipe = load_model(spec, "cpu" if offload else device, dtype, announce=announce, note=note)
         pipe.set_progress_bar_config(disable=not progress)
+        if offload:
+            pipe.enable_offload(offload, device or "cuda")  # type: ignore[arg-type]
+        if compile:
+            pipe.compile()
         return cls(pipe)
 
     @property

@@ -116,7 +116,8 @@ class Backend:
 
     @classmethod
     def load(cls, spec: ModelSpec, *, device: str | None = None, precision: str | None = None,
-             max_pixels: int | None = None, debug: bool = False) -> Backend:
+             max_pixels: int | None = None, debug: bool = False, compile: bool = False,
+             offload: str | None = None) -> Backend:
         """Load the model named by ``spec``; raises :class:`StableSRError` with a message for the user.
 
         The pipeline's step bars stay on: the page follows them (``gr.Progress(track_tqdm=True)``).
@@ -129,7 +130,7 @@ class Backend:
         dtype = resolve_dtype(precision, device_)
         if not debug:
             quiet_library_logs()
-        upscaler = Upscaler.load(spec, device_, dtype, announce=True, progress=True)
+        upscaler = Upscaler.load(spec, device_, dtype, announce=True, progress=True, compile=compile, offload=offload)
         upscaler.check(UpscaleOptions())  # the empty prompt: a model that cannot encode it fails now
         return cls(upscaler, max_pixels=max_pixels)
 

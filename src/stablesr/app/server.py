@@ -44,7 +44,7 @@ class ServerOptions:
 
 
 def serve(spec: ModelSpec, opts: ServerOptions, *, device: str | None = None, precision: str | None = None,
-          debug: bool = False) -> int:
+          debug: bool = False, compile: bool = False, offload: str | None = None) -> int:
     """Load the model named by ``spec`` and serve the page until stopped; returns the exit code.
 
     A wrong preset or device raises :class:`~stablesr.errors.UsageError` before anything starts. A
@@ -58,7 +58,8 @@ def serve(spec: ModelSpec, opts: ServerOptions, *, device: str | None = None, pr
     backend, load_error = None, None
     _note("loading the model ...")
     try:
-        backend = Backend.load(spec, device=device, precision=precision, max_pixels=opts.max_pixels, debug=debug)
+        backend = Backend.load(spec, device=device, precision=precision, max_pixels=opts.max_pixels, debug=debug,
+                               compile=compile, offload=offload)
     except Exception as exc:
         if debug:
             raise

@@ -110,6 +110,12 @@ def add_device_flags(group: Any) -> None:
     group.add_argument("--precision", type=precision, choices=sorted(DTYPES), default=None,
                        help="network precision; the official spellings autocast (= fp16) and full (= fp32) work too "
                             "(default: fp16 on CUDA, else fp32)")
+    group.add_argument("--offload", choices=("model", "sequential"), default=None,
+                       help="keep the networks in CPU memory, each moved to the device only while it runs (model: "
+                            "per stage; sequential: per layer, least memory, slowest); for small GPUs")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the denoiser (with CUDA graphs on CUDA); the first image of each size "
+                            "compiles, later ones run faster")
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:

@@ -50,4 +50,4 @@ def run(args: argparse.Namespace) -> int:
     opts = ServerOptions(host=args.host, port=args.port, share=args.share, max_pixels=args.max_pixels or None,
                          concurrency=args.concurrency)
     return serve(model_spec(args), opts, device=args.device, precision=args.precision,
-                 debug=bool(getattr(args, "debug", False)))
+                 debug=bool(getattr(args, "debug", False)), compile=args.compile, offload=args.offload)

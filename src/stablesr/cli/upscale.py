@@ -345,7 +345,7 @@ def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, console: C
     if not args.debug:
         quiet_library_logs()
     upscaler = Upscaler.load(model_spec(args), device, dtype, announce=dist_info.rank == 0, progress=bars,
-                             note=console.note)
+                             note=console.note, compile=args.compile, offload=args.offload)
     upscaler.check(options)
     cfg = upscaler.pipe.config
     console.detail(f"model {upscaler.name} on {device} ({str(dtype).removeprefix('torch.')}; "

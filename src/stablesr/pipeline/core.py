@@ -241,12 +241,15 @@ class StableSRPipeline(PipelineModels):
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode -> sample -> decode -> colour fix for one padded image (sides multiples of 8), in [-1, 1];
         ``keep``: the top-left region decoded and colour-fixed (default all)."""
-        struct_latent, features = self.encode_structure(image, run, vae_tile)
-        x_t = self.prepare_latents(struct_latent, run)
-        guidance = None if reference is None else ReferenceGuidance(
-            encode_reference(self.vae, reference, self.config.scale_factor, run.noise, vae_tile, run.tiling.vae_overlap))
-        samples = self.denoise(x_t, struct_latent, run, guidance)
-        return self.decode(samples, image, features, run, vae_tile, keep), samples
+        with self.resident(self.vae, self.struct_vae):  # with model offloading: one stage's networks at a time
+            struct_latent, features = self.encode_structure(image, run, vae_tile)
+            x_t = self.prepare_latents(struct_latent, run)
+            guidance = None if reference is None else ReferenceGuidance(encode_reference(
+                self.vae, reference, self.config.scale_factor, run.noise, vae_tile, run.tiling.vae_overlap))
+        with self.resident(self.denoiser):
+            samples = self.denoise(x_t, struct_latent, run, guidance)
+        with self.resident(self.vae):
+            return self.decode(samples, image, features, run, vae_tile, keep), samples
 
     def encode_structure(self, image: torch.Tensor, run: RunSettings, vae_tile: int | None
                          ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
