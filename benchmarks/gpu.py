@@ -87,6 +87,7 @@ def run(pipe: Any, name: str, steps: int, args: argparse.Namespace) -> dict:
            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3),
            "precision": args.precision, "tile_batch": args.tile_batch or "auto", "vae_tile": args.vae_tile,
+           "compile": args.compile, "offload": args.offload,
            "out_shape": list(out.images.shape), "device": torch.cuda.get_device_name(),
            "model": "sd21-size random weights"}
     if steps != issue_steps:
@@ -103,6 +104,8 @@ def main() -> int:
     ap.add_argument("--steps-d", type=int, default=5, help="D steps (200 extrapolated)")
     ap.add_argument("--tile-batch", type=int, default=None, help="latent tiles per network call")
     ap.add_argument("--vae-tile", type=int, default=None, help="VAE tile in px")
+    ap.add_argument("--compile", action="store_true", help="pipe.compile() (CUDA graphs); the warm-up compiles")
+    ap.add_argument("--offload", choices=["model", "sequential"], default=None, help="CPU offload of idle networks")
     args = ap.parse_args()
     import torch
 
@@ -116,8 +119,12 @@ def main() -> int:
     args.vae_tile = args.vae_tile or DEFAULT_VAE_TILE
     torch.manual_seed(0)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
-    pipe = build_full("cuda", dtype)
+    pipe = build_full("cpu" if args.offload else "cuda", dtype)
     pipe.set_progress_bar_config(disable=True)
+    if args.offload:
+        pipe.enable_offload(args.offload, "cuda")
+    if args.compile:
+        pipe.compile()
     steps = {"A": args.steps_a, "B": 4, "C": args.steps_c, "D": args.steps_d}
     with torch.inference_mode():
         run(pipe, "B", 2, args)  # warm-up: kernels, allocator

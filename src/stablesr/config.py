@@ -92,8 +92,8 @@ class Quirks:
 
     @classmethod
     def parse(cls, text: str) -> Quirks:
-        """``official`` (the tile script), ``official:SCRIPT``, ``none``, or a comma list of switch names
-        (on) and ``geometry=MODE``; the rest stay at their defaults' opposite, off.
+        """``official`` (the tile script), ``official:SCRIPT``, ``none``, or a comma list of the switches to
+        turn on (every other one off) and ``geometry=MODE`` (default ``exact``).
 
         Example:
             >>> Quirks.parse("tile_weights,geometry=oldcanvas")

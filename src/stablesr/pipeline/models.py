@@ -166,8 +166,8 @@ class PipelineModels:
         The VAEs follow ``dtype`` for bfloat16 but stay float32 for float16, where the SD VAE can
         overflow. Latents, schedules and tile blending are always float32.
         """
-        if self._offload is not None and device is not None:
-            raise OptionsError("the networks are offloaded (enable_offload); give the device there, not to .to()")
+        if self._offload is not None:
+            raise OptionsError("the networks are offloaded (enable_offload): move and cast them before offloading")
         for name, module in self.components.items():
             vae_like = name in ("vae", "struct_vae")
             d = dtype if not (vae_like and dtype == torch.float16) else torch.float32
