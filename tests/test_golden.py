@@ -1,4 +1,4 @@
-"""The official code's golden vectors replay through our modules (fp32, CPU)."""
+"""The official code's golden vectors replay through our modules and StableSRPipeline itself (fp32, CPU)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,32 @@ import pytest
 
 from stablesr.testing import golden
 
+SCRIPT_KINDS = ("ddpm_old", "canvas_tile", "ddim")
 
-def test_every_golden_case_passes(golden_dir):
+
+def test_every_golden_case_passes_and_script_cases_run_the_pipeline_call(golden_dir, monkeypatch):
+    """All cases pass; the sampling cases (c, d, f, h ...) are replayed by ``StableSRPipeline.__call__``
+    itself, once each (a spy records the call, then runs the real pipeline)."""
+    from stablesr.pipeline import StableSRPipeline
+
+    index = json.loads((golden_dir / "index.json").read_text())
+    calls: list[str] = []
+    current = [""]
+    real_call, real_case = StableSRPipeline.__call__, golden.run_case
+    monkeypatch.setattr(StableSRPipeline, "__call__",
+                        lambda self, *a, **k: calls.append(current[0]) or real_call(self, *a, **k))
+    monkeypatch.setattr(golden, "run_case", lambda m, root, case: current.__setitem__(0, case["id"]) or
+                        real_case(m, root, case))
     out = io.StringIO()
     passed, failed = golden.run(golden_dir, out=out)
     lines = out.getvalue().splitlines()
-    n_cases = len(json.loads((golden_dir / "index.json").read_text())["cases"])
+    n_cases = len(index["cases"])
     assert failed == 0, "\n".join(lines)
     assert passed == n_cases
     assert lines[-1] == f"{n_cases} passed, 0 failed"
     assert all(line.startswith("PASS ") and "max_abs_err=" in line for line in lines[:-1])
+    expected = [c["id"] for c in index["cases"] if c["kind"] in SCRIPT_KINDS]
+    assert calls == expected and len(expected) >= 8
 
 
 @pytest.mark.slow
@@ -46,33 +62,6 @@ def test_module_entry_point_reports_and_exit_code(golden_dir, tmp_path):
                          capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 1
     assert "FAIL g_colorfix" in res.stdout and res.stdout.strip().endswith("0 passed, 1 failed")
-
-
-SCRIPT_KINDS = ("ddpm_old", "canvas_tile", "ddim")
-
-
-def test_every_script_case_runs_through_the_pipeline_call(golden_dir, monkeypatch):
-    """The sampling cases (c, d, f, h ...) are replayed by ``StableSRPipeline.__call__`` itself, once each."""
-    from stablesr.pipeline import StableSRPipeline
-
-    index = json.loads((golden_dir / "index.json").read_text())
-    expected = [c["id"] for c in index["cases"] if c["kind"] in SCRIPT_KINDS]
-    calls: list[str] = []
-    real_call = StableSRPipeline.__call__
-
-    def spy(self, *args, **kwargs):  # records the call, then runs the real pipeline
-        calls.append(current[0])
-        return real_call(self, *args, **kwargs)
-
-    monkeypatch.setattr(StableSRPipeline, "__call__", spy)
-    models = golden.GoldenModels.load(golden_dir, index)
-    current = [""]
-    for case in index["cases"]:
-        if case["kind"] in SCRIPT_KINDS:
-            current[0] = case["id"]
-            result = golden.run_case(models, golden_dir, case)
-            assert result.passed, f"{case['id']}: {result.detail}"
-    assert calls == expected and len(expected) >= 8
 
 
 def _replay_old_script(golden_dir, case_id, quirks):
