@@ -89,7 +89,6 @@ class Quirks:
                    structure_from_cfw=script in ("old", "ddim", "face"),
                    discarded_noise_draw=script in ("old", "ddim_canvas_tile"), truncate_output=True)
 
-
     @classmethod
     def parse(cls, text: str) -> Quirks:
         """``official`` (the tile script), ``official:SCRIPT``, ``none``, or a comma list of the switches to
@@ -115,11 +114,6 @@ class Quirks:
                                f"and geometry=({'|'.join(SCRIPT_GEOMETRIES)})")
         return cls(**{k: k in names for k in switches}, geometry=geometry[0] if geometry else "exact")  # type: ignore[arg-type]
 
-
-SCRIPT_INITS: dict[str, Init] = {"old": "noise", "ddim_canvas_tile": "noise"}
-"""Where each official script starts sampling when it is not from the noised LR latent."""
-SCRIPT_SAMPLERS: dict[str, Sampler] = {"ddim": "ddim", "ddim_canvas_tile": "ddim"}
-"""The official scripts that sample with DDIM (the others use respaced DDPM)."""
 
 
 @dataclass(frozen=True)
