@@ -74,6 +74,11 @@ class Quirks:
     discarded_noise_draw: bool = False
     truncate_output: bool = False
 
+    @property
+    def default_init(self) -> Init:
+        """Where sampling starts unless told: from pure noise for the scripts that discard a noised-LR draw."""
+        return "noise" if self.discarded_noise_draw else "noised_lr"
+
     def __post_init__(self) -> None:
         if self.geometry not in SCRIPT_GEOMETRIES:
             raise OptionsError(f"unknown geometry {self.geometry!r}; choose one of {', '.join(SCRIPT_GEOMETRIES)}")

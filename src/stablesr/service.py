@@ -44,7 +44,8 @@ class UpscaleResult:
 class ExpertOptions:
     """Settings for parity runs and experiments, handed to the pipeline as they are.
 
-    ``init``: start from the LR latent noised to the first step, or from pure noise; ``start_timestep``:
+    ``init``: start from the LR latent noised to the first step, or from pure noise (default: the quirks'
+    ``default_init``); ``start_timestep``:
     begin there (needs ``noised_lr``); ``vae_tile_overlap``: VAE tile overlap in pixels (default a quarter
     tile); ``quirks``: the official behaviours to reproduce (``Quirks.official()`` for all).
 
@@ -53,12 +54,14 @@ class ExpertOptions:
         True
     """
 
-    init: Init = "noised_lr"
+    init: Init | None = None
     start_timestep: int | None = None
     vae_tile_overlap: int | None = None
     quirks: Quirks = field(default_factory=Quirks)
 
     def __post_init__(self) -> None:
+        if self.init is None:
+            object.__setattr__(self, "init", self.quirks.default_init)
         if self.start_timestep is not None and not 0 <= self.start_timestep <= 999:
             raise OptionsError(f"start_timestep must be in 0..999, got {self.start_timestep}")
         if self.start_timestep is not None and self.init == "noise":

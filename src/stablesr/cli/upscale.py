@@ -167,8 +167,7 @@ def upscale_options(args: argparse.Namespace) -> UpscaleOptions:
 
 def expert_options(args: argparse.Namespace) -> ExpertOptions:
     try:
-        init = args.init or ("noise" if args.quirks.discarded_noise_draw else "noised_lr")
-        return ExpertOptions(init=init, start_timestep=args.start_timestep,
+        return ExpertOptions(init=args.init, start_timestep=args.start_timestep,
                              vae_tile_overlap=args.vae_tile_overlap, quirks=args.quirks)
     except StableSRError as exc:
         raise UsageError(str(exc)) from None

@@ -95,7 +95,7 @@ class StableSRPipeline(PipelineModels):
         negative_prompt_embeds: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         noise: NoiseSource | None = None,
-        init: Init = "noised_lr",
+        init: Init | None = None,
         start_timestep: int | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
@@ -127,7 +127,8 @@ class StableSRPipeline(PipelineModels):
             generator: seeds every random draw (deterministic output for a fixed seed).
             noise: a :class:`~stablesr.diffusion.sampling.NoiseSource` (e.g. ``RecordedNoise``) overriding
                 ``generator``.
-            init: start from the LR latent noised to t=999 (official tile script) or from pure noise.
+            init: start from the LR latent noised to t=999 (official tile script) or from pure noise (default:
+                ``quirks.default_init``, the noised LR unless the quirks discard a draw for a pure-noise start).
             start_timestep: begin at this original timestep (x_T = LR latent noised to it).
             tile_size / tile_overlap: latent tile and overlap (default model size / 8 and half a tile).
             tile_batch_size: latent tiles per network call (default: as many as half the free memory holds,
@@ -149,6 +150,7 @@ class StableSRPipeline(PipelineModels):
             :class:`StableSRPipelineOutput` (or ``(images,)`` with ``return_dict=False``).
         """
         quirks = quirks or Quirks()
+        init = init or quirks.default_init
         # 1. Check the inputs; fill in the model's defaults
         options = self.check_inputs(
             UpscaleOptions(scale=upscale, steps=num_inference_steps, sampler=sampler, eta=eta, fidelity=fidelity,
