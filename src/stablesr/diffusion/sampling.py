@@ -98,6 +98,11 @@ def eps_from_v(x: torch.Tensor, v: torch.Tensor, sqrt_a: torch.Tensor, sqrt_one_
     return sqrt_a * v + sqrt_one_minus_a * x
 
 
+def _float32_on(values: object, device: torch.device | str) -> torch.Tensor:
+    """A coefficient table as a float32 tensor on ``device`` (built once per run, indexed every step)."""
+    return torch.as_tensor(values).to(device=device, dtype=torch.float32)
+
+
 @dataclass(frozen=True)
 class DDPMCoefficients:
     """The respaced schedule's per-index coefficients as float32 tensors on one device (built once per run,
@@ -113,7 +118,7 @@ class DDPMCoefficients:
 
     @classmethod
     def of(cls, sched: DiffusionSchedule, device: torch.device | str) -> DDPMCoefficients:
-        f = lambda v: torch.as_tensor(v).to(device=device, dtype=torch.float32)
+        f = lambda v: _float32_on(v, device)
         return cls(f(sched.sqrt_alphas_cumprod), f(sched.sqrt_one_minus_alphas_cumprod),
                    f(sched.sqrt_recip_alphas_cumprod), f(sched.sqrt_recipm1_alphas_cumprod),
                    f(sched.posterior_mean_coef1), f(sched.posterior_mean_coef2),
@@ -130,7 +135,7 @@ class DDIMCoefficients:
 
     @classmethod
     def of(cls, table: DDIMTable, device: torch.device | str) -> DDIMCoefficients:
-        f = lambda v: torch.as_tensor(v).to(device=device, dtype=torch.float32)
+        f = lambda v: _float32_on(v, device)
         return cls(f(table.alpha), f(table.alpha_prev), f(table.sigma))
 
 

@@ -144,7 +144,7 @@ def _through_pipeline(m: GoldenModels, p: dict, t: dict, noise: RecordedNoise, q
     out = {"out.x_final": result.images}
     if result.latents is not None:
         out["out.samples"] = result.latents
-        if "in.lr_image" in t and tuple(result.latents.shape[-2:]) == tuple(s // 8 for s in lr.shape[-2:]):
+        if tuple(result.latents.shape[-2:]) == tuple(s // 8 for s in lr.shape[-2:]):
             features = pipe.vae.encode_with_features(lr).features
             out["out.x_decoded"] = pipe.vae.decode_fused(result.latents / pipe.config.scale_factor, features,
                                                          float(p["dec_w"]))
