@@ -12,8 +12,9 @@ to the issue's step count. The official numbers (issue 12, one H200, fp16 autoca
 69.5 ms a step / 7.09 GiB; B 0.32 s / 58.8 ms / 7.09 GiB; C ~828 s / 4.13 s / 12.2 GiB (17.8 reserved).
 
 Scenarios: A 128 -> 512, 200 DDPM steps; B 128 -> 512, 4 steps (Turbo-style); C 512 -> 2048, tile
-path (latent tiles 64/32, tiled VAE); D 1024 -> 4096 (target: within 12 GB). Exits with a one-line
-message when no CUDA device is present.
+path (latent tiles 64/32, tiled VAE); D 1024 -> 4096, run under a 12 GB (12e9 bytes) cap by default
+(``--memory-cap-gb``; the target is that it fits). Exits with a one-line message when no CUDA
+device is present.
 """
 
 from __future__ import annotations
@@ -67,17 +68,28 @@ def run(pipe: Any, name: str, steps: int, args: argparse.Namespace) -> dict:
     color_fix = core.apply_color_fix
     instrument(pipe, seconds)
     lr = np.random.default_rng(0).random((lr_side, lr_side, 3), dtype=np.float32)
+    cap = args.memory_cap_gb if name == "D" else None
+    if cap:  # what a card of this size would leave: the automatic tile batch and feature budget see it too
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 1e9 / torch.cuda.mem_get_info()[1]))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    out = pipe(lr, upscale=out_side / lr_side, num_inference_steps=steps, sampler="ddpm",
-               tile_batch_size=args.tile_batch, vae_tile_size=args.vae_tile, output_type="np",
-               generator=torch.Generator().manual_seed(0))
+    try:
+        out = pipe(lr, upscale=out_side / lr_side, num_inference_steps=steps, sampler="ddpm",
+                   tile_batch_size=args.tile_batch, vae_tile_size=args.vae_tile, output_type="np",
+                   generator=torch.Generator().manual_seed(0))
+    except torch.cuda.OutOfMemoryError as exc:
+        out = None
+        error = f"out of memory: {str(exc).splitlines()[0]}"
     torch.cuda.synchronize()
     total = time.perf_counter() - start
     for attr in ("encode_structure", "denoise", "decode"):  # drop this run's timers
         del pipe.__dict__[attr]
     core.apply_color_fix = color_fix
+    if cap:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    if out is None:
+        return {"scenario": name, "error": error, "memory_cap_gb": cap, "precision": args.precision}
     per_step = seconds["sample"] / steps
     row = {"scenario": name, "lr_px": lr_side, "out_px": out_side, "steps": steps, "total_s": round(total, 4),
            "per_step_s": round(per_step, 5), "encode_s": round(seconds["encode"], 4),
@@ -87,7 +99,8 @@ def run(pipe: Any, name: str, steps: int, args: argparse.Namespace) -> dict:
            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3),
            "precision": args.precision, "tile_batch": args.tile_batch or "auto", "vae_tile": args.vae_tile,
-           "compile": args.compile, "offload": args.offload,
+           "compile": args.compile, "offload": args.offload, "channels_last": args.channels_last,
+           "memory_cap_gb": cap,
            "out_shape": list(out.images.shape), "device": torch.cuda.get_device_name(),
            "model": "sd21-size random weights"}
     if steps != issue_steps:
@@ -106,6 +119,9 @@ def main() -> int:
     ap.add_argument("--vae-tile", type=int, default=None, help="VAE tile in px")
     ap.add_argument("--compile", action="store_true", help="pipe.compile() (CUDA graphs); the warm-up compiles")
     ap.add_argument("--offload", choices=["model", "sequential"], default=None, help="CPU offload of idle networks")
+    ap.add_argument("--memory-cap-gb", type=float, default=12.0,
+                    help="D runs as on a card of this many GB, 1e9 bytes (the issue's target: 12; 0 = the whole GPU)")
+    ap.add_argument("--channels-last", action="store_true", help="every network's weights in channels_last (NHWC)")
     args = ap.parse_args()
     import torch
 
@@ -121,6 +137,9 @@ def main() -> int:
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     pipe = build_full("cpu" if args.offload else "cuda", dtype)
     pipe.set_progress_bar_config(disable=True)
+    if args.channels_last:  # an experiment: convolutions then run NHWC (the tiles stay NCHW)
+        for module in pipe.components.values():
+            module.to(memory_format=torch.channels_last)
     if args.offload:
         pipe.enable_offload(args.offload, "cuda")
     if args.compile:

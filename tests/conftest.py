@@ -67,6 +67,16 @@ def tiny_pipeline(tiny_weights: dict[str, Path]):
     return pipe
 
 
+def noise_image(width: int, height: int, seed: int = 0):
+    """A seeded grey-noise RGB image (mean 128, sigma 40): the same pixels in every run, unlike
+    ``PIL.Image.effect_noise``, whose generator no seed reaches."""
+    import numpy as np
+    from PIL import Image
+
+    grey = np.random.default_rng(seed).normal(128, 40, (height, width)).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
+
+
 @pytest.fixture
 def one_thread():
     """The tiny networks are far too small to gain from threads; on a shared box threads only contend."""

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 import torch
-from conftest import tiny_pipeline
+from conftest import noise_image, tiny_pipeline
 
 from stablesr.diffusion.denoiser import Conditioning, TextConditioning
 from stablesr.diffusion.schedules import DiffusionSchedule
@@ -114,10 +114,8 @@ def test_torch_compile_fullgraph_matches_eager(pipe):
 @pytest.mark.slow
 def test_pipeline_compile_keeps_the_result_through_the_canvas(tiny_weights, one_thread):
     """``pipe.compile()`` swaps in the compiled denoiser; the canvas (padded tile batches) runs it unchanged."""
-    from PIL import Image
-
     pipe = tiny_pipeline(tiny_weights)
-    lr = Image.effect_noise((40, 48), 40).convert("RGB")
+    lr = noise_image(40, 48)
     run = lambda: pipe(lr, 4.0, 2, generator=torch.Generator().manual_seed(0), tile_batch_size=3,
                        output_type="pt").images
     eager = run()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_pipeline
+from conftest import noise_image, tiny_pipeline
 from PIL import Image
 from torch import nn
 
@@ -17,7 +17,7 @@ from stablesr.errors import OptionsError
 
 @pytest.fixture(scope="module")
 def lr() -> Image.Image:
-    return Image.effect_noise((40, 48), 40).convert("RGB")
+    return noise_image(40, 48)
 
 
 def run(pipe, lr):
@@ -69,7 +69,7 @@ def test_cli_offload_flag_runs_the_tiny_model(tiny_weights, tmp_path, monkeypatc
 
     monkeypatch.setenv("STABLESR_HOME", str(tmp_path / "home"))
     (tmp_path / "in").mkdir()
-    Image.effect_noise((40, 32), 40).convert("RGB").save(tmp_path / "in" / "a.png")
+    noise_image(40, 32).save(tmp_path / "in" / "a.png")
     flags = ["--checkpoint", str(tiny_weights["ldm"]), "--cfw-checkpoint", str(tiny_weights["cfw"]),
              "--config", str(tiny_weights["config"]), "--prompt-embeds", str(tiny_weights["prompt_embeds"]),
              "--prediction-type", "eps", "--steps", "2", "-s", "2", "--device", "cpu", "-q"]

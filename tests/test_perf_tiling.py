@@ -100,13 +100,12 @@ def test_tile_bytes_scale_with_the_model_tile_and_precision():
 
 
 def test_automatic_batch_gives_the_same_image_as_one_tile_at_a_time(tiny_weights, one_thread, monkeypatch):
-    from conftest import tiny_pipeline
-    from PIL import Image
+    from conftest import noise_image, tiny_pipeline
 
     from stablesr.tiling import canvas
 
     pipe = tiny_pipeline(tiny_weights)
-    lr = Image.effect_noise((64, 80), 40).convert("RGB")
+    lr = noise_image(64, 80)
     chosen = []
     real = canvas.choose_tile_batch
     monkeypatch.setattr(canvas, "choose_tile_batch", lambda *a, **k: chosen.append(real(*a, **k)) or chosen[-1])
@@ -114,5 +113,70 @@ def test_automatic_batch_gives_the_same_image_as_one_tile_at_a_time(tiny_weights
     auto, one = run(), run(tile_batch_size=1)
     # a 40x32 latent is 4x3 tiles of 16 (overlap 8): one call of 12 (the memory-blind default would make 3 of 4)
     assert chosen == [12]
-    torch.testing.assert_close(auto.latents, one.latents, rtol=0, atol=1e-4)  # batch size changes only rounding
+    # the batch size changes only float32 rounding (latents of size ~5: relative 1e-4; images in [0, 1])
+    torch.testing.assert_close(auto.latents, one.latents, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(auto.images, one.images, rtol=0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------- VAE tiles encoded once
+
+
+def _count_encoder_passes(vae) -> list[int]:
+    calls = [0]
+    vae.encoder.conv_in.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_tiled_decode_reuses_the_structure_encode_features(tiny_weights, one_thread, monkeypatch):
+    from conftest import noise_image, tiny_pipeline
+
+    from stablesr.pipeline import core
+    from stablesr.tiling.vae import plan_vae_tiles
+
+    pipe = tiny_pipeline(tiny_weights)
+    # The released checkpoints' two encoders are one (the loader then keeps no struct_vae); the tiny random
+    # ones differ, so drop the diffusion checkpoint's VAE as loading the released pair does.
+    pipe.struct_vae = None
+    calls = _count_encoder_passes(pipe.vae)
+    lr = noise_image(40, 48)  # 160x192 out: 3x4 VAE tiles of 64 px (overlap 16)
+    n_tiles = len(plan_vae_tiles(160 // 8, 192 // 8, 64, 16))
+    run = lambda **kw: pipe(lr, 4.0, 2, generator=torch.Generator().manual_seed(0), output_type="pt",
+                            vae_tile_size=64, vae_tile_overlap=16, **kw).images
+    kept = run(fidelity=0.5)
+    assert n_tiles == 12 and calls[0] == n_tiles  # each tile encoded once: its features waited for the decoder
+    calls[0] = 0
+    monkeypatch.setattr(core, "feature_budget_bytes", lambda device: 0)  # no room: the decoder encodes again
+    again = run(fidelity=0.5)
+    assert calls[0] == 2 * n_tiles
+    torch.testing.assert_close(kept, again, rtol=0, atol=1e-6)  # the same encoder on the same pixels
+    calls[0] = 0
+    plain = run(fidelity=0.0)  # no fusion: no features are needed at all
+    assert calls[0] == n_tiles and (plain - kept).abs().max() > 1e-3
+
+
+def test_tile_features_are_kept_only_within_the_budget():
+    from stablesr.models.cfw import CFWAutoencoderKL
+    from stablesr.tiling.vae import decode, encode
+
+    torch.manual_seed(0)
+    vae = CFWAutoencoderKL(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+                           up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, fusion=True).eval()
+    image = torch.rand(1, 3, 96, 128) * 2 - 1
+    with torch.no_grad():
+        _, feats = encode(vae, image, tile_px=64, overlap_px=16, keep_features=True)
+        need = feats.nbytes
+        # level 1 (32 ch at 1/2) + level 2 (32 ch at 1/4) of 2 x 3 tiles of 56 px, fp32
+        assert len(feats.by_tile) == 6 and need == 6 * 4 * 32 * (28 * 28 + 14 * 14)
+        assert encode(vae, image, tile_px=64, overlap_px=16, keep_features=True, feature_budget_bytes=need - 1)[1] is None
+        assert encode(vae, image, tile_px=64, overlap_px=16, keep_features=True, feature_budget_bytes=need)[1] is not None
+        assert encode(vae, image, tile_px=None, keep_features=True, feature_budget_bytes=0)[1] is not None  # untiled
+        latent = torch.randn(1, 4, 12, 16)
+        with_kept = decode(vae, latent, image, 0.7, tile_px=64, overlap_px=16, features=feats)
+        assert feats.by_tile == {}  # consumed: each tile's features were released once it was decoded
+        encoded = decode(vae, latent, image, 0.7, tile_px=64, overlap_px=16)
+        torch.testing.assert_close(with_kept, encoded, rtol=0, atol=1e-6)
+        # a different tile plan finds none of its tiles among the kept ones and encodes them itself
+        feats = encode(vae, image, tile_px=64, overlap_px=16, keep_features=True)[1]
+        other = decode(vae, latent, image, 0.7, tile_px=80, overlap_px=16, features=feats)
+        assert len(feats.by_tile) == 6  # none of them was used
+        torch.testing.assert_close(other, decode(vae, latent, image, 0.7, tile_px=80, overlap_px=16), rtol=0, atol=1e-6)

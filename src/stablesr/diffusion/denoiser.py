@@ -80,7 +80,10 @@ class StableSRDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | int, cond: Conditioning) -> torch.Tensor:
         """eps or v for latent ``x`` (N, 4, h, w) at timesteps ``t`` ((N,) or scalar), in float32."""
         n = x.shape[0]
-        t_vec = torch.as_tensor(t, device=x.device).to(torch.long).reshape(-1).expand(n)
+        if isinstance(t, torch.Tensor):
+            t_vec = t.to(x.device, torch.long).reshape(-1).expand(n)
+        else:  # filled on the device: copying a host scalar would make the host wait for the GPU every call
+            t_vec = torch.full((n,), int(t), device=x.device, dtype=torch.long)
         text = cond.text
         feats = self.encoder(cond.struct_latent, t_vec)  # once, also under guidance (both halves are identical)
         ctx = _batch(text.cond, n)

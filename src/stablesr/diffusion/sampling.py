@@ -33,8 +33,11 @@ class NoiseSource:
 
     def draw(self, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
         device = self.generator.device if self.generator is not None else like.device
-        out = torch.randn(tuple(shape), generator=self.generator, device=device, dtype=torch.float32)
-        return out.to(device=like.device, dtype=like.dtype)
+        # a CPU draw for an accelerator goes through pinned memory: the copy is queued, the host never waits
+        pinned = device.type == "cpu" and like.device.type == "cuda"
+        out = torch.randn(tuple(shape), generator=self.generator, device=device, dtype=torch.float32,
+                          pin_memory=pinned)
+        return out.to(like.device, non_blocking=pinned).to(like.dtype)
 
 
 @dataclass

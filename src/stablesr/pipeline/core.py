@@ -37,8 +37,10 @@ from ..imaging.convert import ImageInput, OutputType, PipelineImage, from_pipeli
 from ..imaging.geometry import Geometry
 from ..models.cfw import CFWEncoding
 from ..tiling import vae as vae_tiling
+from ..tiling.budget import feature_budget_bytes
 from ..tiling.canvas import canvas_model_fn
 from ..tiling.tiles import TileAccumulator, gaussian_weights, plan_tiles
+from ..tiling.vae import TileFeatures
 from .models import PipelineModels
 from .references import check_references, encode_reference, reference_canvas
 from .settings import RunSettings, StableSRPipelineOutput, StepEndCallback, TilingSettings, progress_bar, step_callback
@@ -254,18 +256,15 @@ class StableSRPipeline(PipelineModels):
             return self.decode(samples, image, features, run, vae_tile, keep), samples
 
     def encode_structure(self, image: torch.Tensor, run: RunSettings, vae_tile: int | None
-                         ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        """5a. The structure latent: a posterior SAMPLE of the LR image, scaled (one draw); and the CFW
-        features when one untiled encoder pass gives them too."""
-        untiled = vae_tile is None or max(image.shape[-2:]) <= vae_tile
-        features = None
+                         ) -> tuple[torch.Tensor, TileFeatures | None]:
+        """5a. The structure latent: a posterior SAMPLE of the LR image, scaled (one draw); and, when the
+        CFW encoder is the structure encoder, the fusion features of the same pass (tiled: within a
+        share of the free memory), so the decoder does not encode the LR image again."""
         source = self.vae if run.quirks.structure_from_cfw else self.struct_vae or self.vae
-        if source is self.vae and untiled:  # one encoder pass gives the latent and the CFW features
-            enc = self.vae.encode_with_features(image.to(self.vae.dtype))
-            moments, features = enc.moments.float(), enc.features
-        else:  # the decoder re-encodes its tiles (or the whole image) for the features
-            moments = vae_tiling.encode_moments(source, image.to(source.dtype), tile_px=vae_tile,
-                                                overlap_px=run.tiling.vae_overlap)
+        keep = source is self.vae and run.fidelity != 0 and self.vae.fusion_layers is not None
+        moments, features = vae_tiling.encode(
+            source, image.to(source.dtype), tile_px=vae_tile, overlap_px=run.tiling.vae_overlap, keep_features=keep,
+            feature_budget_bytes=feature_budget_bytes(image.device) if keep else 0)
         posterior = CFWEncoding(moments, [])
         latent = self.config.scale_factor * posterior.sample(run.noise.draw(posterior.mean.shape, like=posterior.mean))
         return latent, features
@@ -300,7 +299,7 @@ class StableSRPipeline(PipelineModels):
             if bar is not None:
                 bar.close()
 
-    def decode(self, samples: torch.Tensor, image: torch.Tensor, features: list[torch.Tensor] | None,
+    def decode(self, samples: torch.Tensor, image: torch.Tensor, features: TileFeatures | None,
                run: RunSettings, vae_tile: int | None, keep: tuple[int, int] | None = None) -> torch.Tensor:
         """7. CFW decode (tiled for large images) and colour fix against the LR input (its ``keep`` region)."""
         decoded = vae_tiling.decode(self.vae, (samples / self.config.scale_factor).to(self.vae.dtype),

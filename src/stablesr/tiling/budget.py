@@ -27,6 +27,7 @@ from ..config import DEFAULT_TILE_BATCH
 
 MAX_AUTO_TILE_BATCH = 64  # beyond this the CPU gets slower per tile (cache) and GPUs gain little
 MEMORY_SHARE = 0.5  # of the free memory, for one call's activations
+FEATURE_SHARE = 0.25  # of the free memory, for CFW features kept from the tiled encode through the sampling
 ACTIVATION_FACTOR = 150  # elements per (model channel x latent pixel) of one tile; measured ~30 on CPU, x5 margin
 
 
@@ -46,10 +47,16 @@ def tile_bytes(unet: nn.Module, tile: int, samples_per_tile: int, dtype: torch.d
 
 
 def free_memory_bytes(device: torch.device) -> int | None:
-    """Memory free for tensors on ``device`` now (CUDA: free plus cached; CPU: the OS's available), or None."""
+    """Memory free for tensors on ``device`` now (CUDA: free plus cached, within the process's
+    ``set_per_process_memory_fraction`` cap; CPU: the OS's available), or None."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        free, total = torch.cuda.mem_get_info(device)
+        allocated = torch.cuda.memory_allocated(device)
+        available = free + torch.cuda.memory_reserved(device) - allocated
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.9
+        if fraction is not None:
+            available = min(available, int(fraction(device) * total) - allocated)
+        return max(0, int(available))
     if device.type == "cpu":
         try:
             with open("/proc/meminfo", encoding="ascii") as f:
@@ -59,6 +66,14 @@ def free_memory_bytes(device: torch.device) -> int | None:
         except OSError:
             pass
     return None
+
+
+def feature_budget_bytes(device: torch.device) -> int:
+    """How many bytes of tiled-encode CFW features may wait through the sampling on ``device`` (0 when its
+    free memory is unknown: the decoder then encodes its tiles again). Measured before the tile batch is
+    chosen, so kept features leave the UNet less, not more, than it would otherwise get."""
+    free = free_memory_bytes(device)
+    return 0 if free is None else int(free * FEATURE_SHARE)
 
 
 def auto_tile_batch(n_tiles: int, *, per_tile_bytes: int, free_bytes: int | None) -> int:

@@ -1,10 +1,12 @@
 """Tiled VAE encode and CFW decode for images larger than one VAE tile.
 
-Memory stays bounded by the tile, not the image: the encoder runs tile by tile and only the
-blended posterior (latent resolution) is kept. The CFW fusion features are *not* kept for the
-whole image (at 1/2 and 1/4 resolution with 256/512 channels they would dwarf the latent);
-instead each decoder tile re-encodes its own pixel region of the LR image for its features.
-Tiles overlap and are blended with the shared Gaussian weights, so there are no seams.
+Memory stays bounded by the tile, not the image: the encoder runs tile by tile and the posterior
+is blended at latent resolution. The CFW fusion features (at 1/2 and 1/4 resolution with 256/512
+channels, about 96 values per image pixel for SD, 24x the latent) are kept per tile
+(:class:`TileFeatures`) only within a memory budget, because they wait through the whole sampling;
+the decoder plans the same tiles, so kept features spare it a second encoder pass, and without them
+each decoder tile re-encodes its own pixel region of the LR image. Tiles overlap and are blended with
+the shared Gaussian weights, so there are no seams.
 
 Tile placement (:func:`balanced_starts`): the fewest tiles of at most ``tile_px`` that overlap by at
 least ``overlap_px``, shrunk to one common size and spread evenly, so the VAE (most of the run time
@@ -14,6 +16,9 @@ is nine 768 px tiles covering 1.27x.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 
@@ -74,43 +79,100 @@ def plan_vae_tiles(h: int, w: int, tile_px: int, overlap_px: int) -> list[Tile]:
     return [Tile(y, x, th, tw) for y in ys for x in xs]
 
 
+@dataclass
+class TileFeatures:
+    """The CFW encoder features of each VAE tile (latent-resolution tiles; one whole-image tile when untiled),
+    kept from the structure encode for the decoder, which takes each tile's once."""
+
+    by_tile: dict[Tile, list[torch.Tensor]]
+
+    def take(self, tile: Tile) -> list[torch.Tensor] | None:
+        """The features of ``tile``, released from here (or None when this tile was not encoded: another plan)."""
+        return self.by_tile.pop(tile, None)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.numel() * f.element_size() for feats in self.by_tile.values() for f in feats)
+
+
+def _whole(image: torch.Tensor) -> Tile:
+    return Tile(0, 0, image.shape[-2] // LATENT_FACTOR, image.shape[-1] // LATENT_FACTOR)
+
+
+def encode(vae: CFWAutoencoderKL, image: torch.Tensor, *, tile_px: int | None = None, overlap_px: int = 128,
+           keep_features: bool = False, feature_budget_bytes: float = math.inf
+           ) -> tuple[torch.Tensor, TileFeatures | None]:
+    """Posterior moments (mean | logvar) of ``image`` (sides multiples of 8), tiled when larger than ``tile_px``,
+    and with ``keep_features`` its CFW features for :func:`decode`.
+
+    Tiled, the features are kept only while all tiles' together stay within ``feature_budget_bytes`` (else
+    None: the decoder encodes its tiles again); untiled they are what one decode needs at once, so always kept.
+
+    Example:
+        >>> from stablesr.models.cfw import CFWAutoencoderKL
+        >>> vae = CFWAutoencoderKL(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+        ...                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, fusion=True)
+        >>> moments, feats = encode(vae, torch.zeros(1, 3, 128, 96), tile_px=64, overlap_px=16, keep_features=True)
+        >>> tuple(moments.shape), len(feats.by_tile)  # 3 x 2 tiles of 56 px
+        ((1, 8, 16, 12), 6)
+    """
+    h, w = image.shape[-2] // LATENT_FACTOR, image.shape[-1] // LATENT_FACTOR
+    if tile_px is None or max(image.shape[-2:]) <= tile_px:
+        enc = vae.encode_with_features(image)
+        return enc.moments.float(), TileFeatures({_whole(image): enc.features}) if keep_features else None
+    acc, weights, kept = None, None, {}
+    tiles = plan_vae_tiles(h, w, tile_px, overlap_px)
+    for tile in tiles:
+        ys, xs = tile.scaled(LATENT_FACTOR).slices
+        enc = vae.encode_with_features(image[..., ys, xs])
+        moments = enc.moments.float()
+        if acc is None:  # every tile has the same size: one weight map, one feature size
+            acc = TileAccumulator((*moments.shape[:2], h, w), device=moments.device)
+            weights = gaussian_weights(tile.h, tile.w)
+            all_tiles_bytes = len(tiles) * sum(f.numel() * f.element_size() for f in enc.features)
+            keep_features = keep_features and all_tiles_bytes <= feature_budget_bytes
+        acc.add(tile, moments, weights)
+        if keep_features:
+            kept[tile] = enc.features
+    return acc.result(), TileFeatures(kept) if keep_features else None
+
+
 def encode_moments(vae: CFWAutoencoderKL, image: torch.Tensor, *, tile_px: int | None = None,
                    overlap_px: int = 128) -> torch.Tensor:
     """Posterior moments (mean | logvar) of ``image`` (sides multiples of 8), tiled when larger than ``tile_px``."""
-    h, w = image.shape[-2] // LATENT_FACTOR, image.shape[-1] // LATENT_FACTOR
-    if tile_px is None or max(image.shape[-2:]) <= tile_px:
-        return vae.encode_with_features(image).moments.float()
-    acc, weights = None, None
-    for tile in plan_vae_tiles(h, w, tile_px, overlap_px):
-        ys, xs = tile.scaled(LATENT_FACTOR).slices
-        moments = vae.encode_with_features(image[..., ys, xs]).moments.float()
-        if acc is None:  # every tile has the same size: one weight map
-            acc = TileAccumulator((*moments.shape[:2], h, w), device=moments.device)
-            weights = gaussian_weights(tile.h, tile.w)
-        acc.add(tile, moments, weights)
-    return acc.result()
+    return encode(vae, image, tile_px=tile_px, overlap_px=overlap_px)[0]
 
 
 def decode(vae: CFWAutoencoderKL, latent: torch.Tensor, lr_image: torch.Tensor | None, fidelity: float, *,
-           tile_px: int | None = None, overlap_px: int = 128, features: list[torch.Tensor] | None = None
+           tile_px: int | None = None, overlap_px: int = 128, features: TileFeatures | None = None
            ) -> torch.Tensor:
     """CFW-decode the UNSCALED ``latent`` with weight ``fidelity``, tiled when the output is larger than ``tile_px``.
 
-    ``lr_image`` (the padded, upscaled LR in [-1, 1]) supplies the fusion features; pass
-    precomputed whole-image ``features`` instead to skip re-encoding in the untiled case.
+    ``lr_image`` (the padded, upscaled LR in [-1, 1]) supplies the fusion features; ``features`` kept by
+    :func:`encode` with the same tiling spare encoding it again (tiles missing from them are encoded).
+    The kept features are consumed: each tile's are released once that tile is decoded.
     """
     fuse = fidelity != 0 and vae.fusion_layers is not None and (lr_image is not None or features is not None)
+
+    def features_of(tile: Tile) -> list[torch.Tensor] | None:
+        if not fuse:
+            return None
+        kept = None if features is None else features.take(tile)
+        if kept is not None:
+            return kept
+        if lr_image is None:
+            raise GeometryError(f"no CFW features for VAE tile {tile} and no LR image to encode them from")
+        ys, xs = tile.scaled(LATENT_FACTOR).slices
+        return vae.encode_with_features(lr_image[..., ys, xs]).features
+
     h, w_lat = latent.shape[-2:]
     if tile_px is None or max(h, w_lat) * LATENT_FACTOR <= tile_px:
-        if fuse and features is None:
-            features = vae.encode_with_features(lr_image).features
-        return vae.decode_fused(latent, features if fuse else None, fidelity).float()
+        return vae.decode_fused(latent, features_of(Tile(0, 0, h, w_lat)), fidelity).float()
     acc, weights = None, None
     for tile in plan_vae_tiles(h, w_lat, tile_px, overlap_px):
         ys, xs = tile.slices
         px = tile.scaled(LATENT_FACTOR)
-        feats = vae.encode_with_features(lr_image[..., px.slices[0], px.slices[1]]).features if fuse else None
-        out = vae.decode_fused(latent[..., ys, xs], feats, fidelity).float()
+        out = vae.decode_fused(latent[..., ys, xs], features_of(tile), fidelity).float()
         if acc is None:
             acc = TileAccumulator((*out.shape[:2], h * LATENT_FACTOR, w_lat * LATENT_FACTOR), device=out.device)
             weights = gaussian_weights(px.h, px.w, dtype=out.dtype)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One GPU session's checks for issue 12, in one command: the CUDA tests, then benchmarks/gpu.py.
+#
+# The lent machine (see the workplace's device README) has PyTorch but not diffusers, and the
+# ../shared folder does not travel. Prepare once, here, in the repository root:
+#
+#   printf '/.whl/\n/.devshared/\n' >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata==10.2.0
+#   mkdir -p .devshared/golden .devshared/data/real_lr
+#   cp -r ../shared/golden/weights ../shared/golden/configs .devshared/golden/
+#   cp ../shared/data/real_lr/0030.jpg .devshared/data/real_lr/
+#
+# then run it there with carry [".whl", ".devshared"] and a timeout of about 560 s. Everything it
+# measures lands in $OUT (tests log, one JSON line per scenario and variant). About 8 minutes on one
+# H200; each step has its own time limit so that one slow part cannot eat the others.
+set -u
+OUT=${OUT:-/tmp/device_out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "device_check: could not install the carried wheels in .whl"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD/src STABLESR_SHARED=$PWD/.devshared PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+step() {  # step SECONDS LOGNAME COMMAND...: run one part with its own limit; a failure is logged, not fatal
+    local limit=$1 log=$2; shift 2
+    echo "== $* (limit ${limit}s)"
+    timeout "$limit" "$@" 2>&1 | tee "$OUT/$log"
+    echo "== exit ${PIPESTATUS[0]}" | tee -a "$OUT/$log"
+}
+
+step 150 gpu_tests.log python3 -m pytest -q -p no:cacheprovider -o addopts= -m "slow or not slow" tests/test_gpu.py
+step 240 bench_bf16.jsonl python3 benchmarks/gpu.py --precision bf16
+step 60 bench_fp16.jsonl python3 benchmarks/gpu.py --precision fp16 --scenarios A B
+step 90 bench_compile.jsonl python3 benchmarks/gpu.py --precision bf16 --compile --scenarios A B
+step 60 bench_channels_last.jsonl python3 benchmarks/gpu.py --precision bf16 --channels-last --scenarios A B
