@@ -113,15 +113,23 @@ def test_torch_compile_fullgraph_matches_eager(pipe):
 
 @pytest.mark.slow
 def test_pipeline_compile_keeps_the_result_through_the_canvas(tiny_weights, one_thread):
-    """``pipe.compile()`` swaps in the compiled denoiser; the canvas (padded tile batches) runs it unchanged."""
+    """``pipe.compile()`` swaps in the compiled denoiser; the canvas (padded tile batches) runs it unchanged,
+    and one graph serves every call of every step: the timestep arrives as a tensor, not as a new constant."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
     pipe = tiny_pipeline(tiny_weights)
-    lr = noise_image(40, 48)
-    run = lambda: pipe(lr, 4.0, 2, generator=torch.Generator().manual_seed(0), tile_batch_size=3,
+    lr = noise_image(40, 48)  # 4 latent tiles in batches of 3: two calls a step, one shape
+    run = lambda: pipe(lr, 4.0, 3, generator=torch.Generator().manual_seed(0), tile_batch_size=3,
                        output_type="pt").images
     eager = run()
-    assert pipe.compile(backend="aot_eager") is pipe
+    graphs = []
+    counting = aot_autograd(fw_compiler=lambda gm, _: graphs.append(gm) or make_boxed_func(gm.forward))
+    torch._dynamo.reset()
+    assert pipe.compile(backend=counting) is pipe
     assert isinstance(pipe.denoiser, torch._dynamo.eval_frame.OptimizedModule)
     torch.testing.assert_close(run(), eager, rtol=0, atol=1e-4)
+    assert len(graphs) == 1  # 6 calls over 3 timesteps, compiled once
 
 
 def test_upscaler_load_compiles_on_request(tiny_weights):
