@@ -80,10 +80,8 @@ class StableSRDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | int, cond: Conditioning) -> torch.Tensor:
         """eps or v for latent ``x`` (N, 4, h, w) at timesteps ``t`` ((N,) or scalar), in float32."""
         n = x.shape[0]
-        if isinstance(t, torch.Tensor):
-            t_vec = t.to(x.device, torch.long).reshape(-1).expand(n)
-        else:  # filled on the device: copying a host scalar would make the host wait for the GPU every call
-            t_vec = torch.full((n,), int(t), device=x.device, dtype=torch.long)
+        t = t if isinstance(t, torch.Tensor) else timestep_tensor(t, x.device)
+        t_vec = t.to(x.device, torch.long).reshape(-1).expand(n)
         text = cond.text
         feats = self.encoder(cond.struct_latent, t_vec)  # once, also under guidance (both halves are identical)
         ctx = _batch(text.cond, n)
@@ -97,6 +95,13 @@ class StableSRDenoiser(nn.Module):
             uncond, cond_out = out.chunk(2)
             out = uncond + text.scale * (cond_out - uncond)
         return out
+
+
+def timestep_tensor(t: int, device: torch.device) -> torch.Tensor:
+    """``t`` as a (1,) long tensor filled on ``device``: copying a host scalar would make the host wait for the
+    GPU, and a compiled denoiser given a tensor sees a changing value rather than a new constant each step
+    (a recompile, or a CUDA graph per step)."""
+    return torch.full((1,), int(t), device=device, dtype=torch.long)
 
 
 def _batch(context: torch.Tensor, n: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..diffusion.denoiser import Conditioning, StableSRDenoiser
+from ..diffusion.denoiser import Conditioning, StableSRDenoiser, timestep_tensor
 from ..diffusion.sampling import ModelFn
 from .budget import choose_tile_batch
 from .tiles import TileAccumulator, TilePlan, tile_starts
@@ -41,7 +41,7 @@ def canvas_model_fn(
     plan = TilePlan.build(h, w, tile_size, tile_overlap, batch=tile_batch_size, device=cond.struct_latent.device,
                           official=official_tile_weights)
     if len(plan.tiles) == 1 and not official_tile_weights:
-        return lambda x, t: denoiser(x, _on_device(t, x), cond)
+        return lambda x, t: denoiser(x, timestep_tensor(t, x.device), cond)
     batches = [(group, plan.padded(group)) for group in plan.groups]
     conds = [cond.crop([t.slices for t in padded]) for _, padded in batches]  # once, not per step
     acc: list[TileAccumulator] = []
@@ -51,7 +51,7 @@ def canvas_model_fn(
             acc.append(plan.accumulator(tuple(x.shape), x.device))
         canvas = acc[0]
         canvas.reset()
-        t_vec = _on_device(t, x)
+        t_vec = timestep_tensor(t, x.device)  # one per step, shared by its tile batches
         for (group, padded), c in zip(batches, conds):
             out = denoiser(torch.cat([x[..., s[0], s[1]] for s in (tl.slices for tl in padded)]), t_vec, c)
             for j, tile in enumerate(group):  # the padding's outputs are dropped
@@ -59,9 +59,3 @@ def canvas_model_fn(
         return canvas.result().to(x.dtype)
 
     return model_fn
-
-
-def _on_device(t: int, x: torch.Tensor) -> torch.Tensor:
-    """The step's timestep as a (1,) tensor filled on ``x``'s device: no host copy, and a compiled denoiser
-    sees a tensor whose value changes rather than a new constant (a recompile, or a CUDA graph per step)."""
-    return torch.full((1,), int(t), device=x.device, dtype=torch.long)

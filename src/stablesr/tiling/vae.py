@@ -92,11 +92,11 @@ class TileFeatures:
 
     @property
     def nbytes(self) -> int:
-        return sum(f.numel() * f.element_size() for feats in self.by_tile.values() for f in feats)
+        return sum(_nbytes(feats) for feats in self.by_tile.values())
 
 
-def _whole(image: torch.Tensor) -> Tile:
-    return Tile(0, 0, image.shape[-2] // LATENT_FACTOR, image.shape[-1] // LATENT_FACTOR)
+def _nbytes(tensors: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def encode(vae: CFWAutoencoderKL, image: torch.Tensor, *, tile_px: int | None = None, overlap_px: int = 128,
@@ -119,7 +119,7 @@ def encode(vae: CFWAutoencoderKL, image: torch.Tensor, *, tile_px: int | None = 
     h, w = image.shape[-2] // LATENT_FACTOR, image.shape[-1] // LATENT_FACTOR
     if tile_px is None or max(image.shape[-2:]) <= tile_px:
         enc = vae.encode_with_features(image)
-        return enc.moments.float(), TileFeatures({_whole(image): enc.features}) if keep_features else None
+        return enc.moments.float(), TileFeatures({Tile(0, 0, h, w): enc.features}) if keep_features else None
     acc, weights, kept = None, None, {}
     tiles = plan_vae_tiles(h, w, tile_px, overlap_px)
     for tile in tiles:
@@ -129,7 +129,7 @@ def encode(vae: CFWAutoencoderKL, image: torch.Tensor, *, tile_px: int | None = 
         if acc is None:  # every tile has the same size: one weight map, one feature size
             acc = TileAccumulator((*moments.shape[:2], h, w), device=moments.device)
             weights = gaussian_weights(tile.h, tile.w)
-            all_tiles_bytes = len(tiles) * sum(f.numel() * f.element_size() for f in enc.features)
+            all_tiles_bytes = len(tiles) * _nbytes(enc.features)
             keep_features = keep_features and all_tiles_bytes <= feature_budget_bytes
         acc.add(tile, moments, weights)
         if keep_features:
