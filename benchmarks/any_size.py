@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = Path(os.environ.get("STABLESR_GOLDEN", REPO.parent / "shared" / "golden"))
+SHARED = Path(os.environ.get("STABLESR_SHARED", REPO.parent / "shared"))  # as the tests find it
+GOLDEN = Path(os.environ.get("STABLESR_GOLDEN", SHARED / "golden"))
 
 
 def build_tiny():

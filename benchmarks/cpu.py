@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -32,19 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN = Path(os.environ.get("STABLESR_GOLDEN", REPO.parent / "shared" / "golden"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from any_size import GOLDEN, build_tiny
+
 SCENARIOS = {"A": (128, 512), "C": (512, 2048)}
 OFFICIAL_STEPS = 200
-
-
-def build_tiny():
-    from stablesr.pipeline import StableSRPipeline
-
-    w = GOLDEN / "weights"
-    return StableSRPipeline.from_single_file(w / "tiny_ldm.ckpt", w / "tiny_cfw.ckpt",
-                                             config=GOLDEN / "configs" / "tiny_ldm_eps.json",
-                                             prompt_embeds=w / "tiny_prompt_embeds.safetensors")
 
 
 class Timers:

@@ -11,9 +11,16 @@
 #   cp -r ../shared/golden/weights ../shared/golden/configs .devshared/golden/
 #   cp ../shared/data/real_lr/0030.jpg .devshared/data/real_lr/
 #
-# then run it there with carry [".whl", ".devshared"] and a timeout of about 560 s. Everything it
-# measures lands in $OUT (tests log, one JSON line per scenario and variant). About 8 minutes on one
-# H200; each step has its own time limit so that one slow part cannot eat the others.
+# Dry-run it here first, in a virtual environment shaped like the device's Python (its package list is in the
+# device tool's KINDS.md: torch, transformers, huggingface_hub, accelerate, opencv, scipy, pytest, no diffusers):
+#
+#   OUT=/tmp/device_out bash benchmarks/device_check.sh       # the GPU tests skip; gpu.py says "no CUDA device"
+#   python benchmarks/gpu.py --device cpu --tiny --parity --scenarios B   # gpu.py's own code, on the CPU
+#
+# then run it there with carry [".whl", ".devshared"] and a timeout of about 540 s. Everything it
+# measures lands in $OUT (tests log, one JSON line per scenario and variant). About 5-6 minutes expected on
+# one H100/H200; each step has its own time limit so that one slow part cannot eat the others, and the
+# riskiest step (torch.compile of the full UNet) runs last.
 set -u
 OUT=${OUT:-/tmp/device_out}
 mkdir -p "$OUT"
@@ -31,7 +38,7 @@ step() {  # step SECONDS LOGNAME COMMAND...: run one part with its own limit; a 
 }
 
 step 150 gpu_tests.log python3 -m pytest -q -p no:cacheprovider -o addopts= -m "slow or not slow" tests/test_gpu.py
-step 240 bench_bf16.jsonl python3 benchmarks/gpu.py --precision bf16
-step 60 bench_fp16.jsonl python3 benchmarks/gpu.py --precision fp16 --scenarios A B
-step 90 bench_compile.jsonl python3 benchmarks/gpu.py --precision bf16 --compile --scenarios A B
-step 60 bench_channels_last.jsonl python3 benchmarks/gpu.py --precision bf16 --channels-last --scenarios A B
+step 200 bench_bf16.jsonl python3 benchmarks/gpu.py --precision bf16 --parity
+step 50 bench_fp16.jsonl python3 benchmarks/gpu.py --precision fp16 --parity --scenarios A B
+step 50 bench_channels_last.jsonl python3 benchmarks/gpu.py --precision bf16 --channels-last --scenarios A B
+step 180 bench_compile.jsonl python3 benchmarks/gpu.py --precision bf16 --compile --parity --scenarios A B
