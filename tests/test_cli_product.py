@@ -342,6 +342,22 @@ def test_output_folder_checked_before_the_model_loads(tmp_path: Path, capsys: py
     assert str(tmp_path / "file") in err[0] and "broken.ckpt" not in err[0]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where nobody can create folders")
+def test_uncreatable_output_folder_is_refused_even_for_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Permission bits say nothing for root (CI runs as root): the check makes and removes a real test folder."""
+    _photo(tmp_path / "in")
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    code = main(["upscale", str(tmp_path / "in"), "-o", "/proc/stablesr-out", "--checkpoint", str(broken)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot create folders in /proc" in err[0], err
+
+    from stablesr.imageio.write import check_writable_folder
+
+    check_writable_folder(tmp_path / "new" / "deeper")  # creatable: passes and leaves nothing behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.ckpt", "in"]
+
+
 def test_stale_temp_files_of_a_killed_write_are_cleaned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     out.mkdir()

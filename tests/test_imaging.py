@@ -68,11 +68,15 @@ def test_upscale_options_are_checked_and_take_model_defaults() -> None:
     from stablesr.errors import GeometryError, OptionsError
 
     for bad in ({"fidelity": 1.5}, {"scale": 0}, {"sampler": "euler"}, {"color_fix": "sepia"}, {"steps": 0},
-                {"negative_prompt": "blurry"}, {"tile_batch_size": 0}):
+                {"negative_prompt": "blurry"}, {"tile_batch_size": 0}, {"steps": 1.5}, {"steps": True},
+                {"tile_size": 32.0}, {"vae_tile_size": "512"}):
         with pytest.raises(OptionsError):
             UpscaleOptions(**bad)
     with pytest.raises(GeometryError):
-        UpscaleOptions(tile_size=8, tile_overlap=8)
+        UpscaleOptions(tile_size=16, tile_overlap=16)
+    with pytest.raises(GeometryError, match="tile size must be at least 16 latent px"):
+        UpscaleOptions(tile_size=8, tile_overlap=4)  # the networks' deepest maps would be 1 px
+    assert UpscaleOptions(steps=np.int64(3)).steps == 3  # numpy integers are whole numbers too
     model = ModelConfig(sample_size=256, default_steps=4, default_fidelity=0.2, default_color_fix="wavelet")
     filled = UpscaleOptions(steps=7).with_model_defaults(model)
     assert (filled.steps, filled.fidelity, filled.color_fix, filled.tile_size, filled.tile_overlap) == (

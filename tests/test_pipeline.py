@@ -9,7 +9,7 @@ from conftest import tiny_pipeline
 from PIL import Image
 
 from stablesr.config import Quirks
-from stablesr.errors import GeometryError, MissingWeightsError, StableSRError
+from stablesr.errors import GeometryError, MissingWeightsError, OptionsError, StableSRError
 from stablesr.pipeline import NEGATIVE_PROMPT, StableSRPipeline
 from stablesr.tiling.tiles import tile_starts
 
@@ -232,6 +232,28 @@ def test_integer_inputs_are_scaled(pipe, photo):
     b = run(pipe, arr.astype(np.float32) / 255, upscale=3.2)
     c = run(pipe, torch.from_numpy(arr).permute(2, 0, 1)[None], upscale=3.2)
     assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_bad_arguments_are_typed_one_line_errors_before_any_work(pipe, photo):
+    """Each of these used to run silently wrong (a black image) or end in a raw torch / numpy / allocator error."""
+    arr = np.array(photo)
+    for bad in (arr.astype(np.int64), torch.from_numpy(arr).permute(2, 0, 1)[None].long(), arr > 128):
+        with pytest.raises(StableSRError, match="uint8 .* or uint16") as err:
+            run(pipe, bad, upscale=2.0)
+        assert "\n" not in str(err.value)
+    with pytest.raises(OptionsError, match=r"prompt_embeds must be a \(tokens, 32\)"):
+        run(pipe, photo, upscale=2.0, prompt_embeds=torch.zeros(77, 16))
+    with pytest.raises(OptionsError, match="negative_prompt_embeds"):
+        run(pipe, photo, upscale=2.0, guidance_scale=3.0, negative_prompt_embeds=torch.zeros(32))
+    for output_type in ("pil", "np", "pt"):
+        with pytest.raises(OptionsError, match="no images"):
+            pipe([], upscale=2.0, output_type=output_type)
+    with pytest.raises(GeometryError, match="more than the memory free"):
+        run(pipe, photo, upscale=1e6)
+    with pytest.raises(GeometryError, match="at least 16 latent px"):
+        run(pipe, photo, upscale=2.0, tile_size=8, tile_overlap=4)
+    with pytest.raises(OptionsError, match="whole number"):
+        run(pipe, photo, upscale=2.0, num_inference_steps=1.5)
 
 
 def test_callback_on_step_end_sees_every_step_and_can_interrupt(pipe, photo):

@@ -332,8 +332,8 @@ def test_api_errors_are_one_line_messages(client: object, images: dict) -> None:
         client.predict(image=handle_file(str(images["big"])), steps=2, api_name="/upscale")
     with pytest.raises(Exception, match=r"x\.png: not a recognised image file"):
         client.predict(image=handle_file(str(images["corrupt"])), steps=2, api_name="/upscale")
-    with pytest.raises(Exception, match=r"tile overlap must be in \[0, tile size 8\), got 8"):
-        client.predict(image=handle_file(str(images["rgb"])), steps=2, tile=8, tile_overlap=8, api_name="/upscale")
+    with pytest.raises(Exception, match=r"tile overlap must be in \[0, tile size 16\), got 16"):
+        client.predict(image=handle_file(str(images["rgb"])), steps=2, tile=16, tile_overlap=16, api_name="/upscale")
 
 
 def test_api_requests_queue_and_report_steps(client: object, images: dict) -> None:

@@ -7,6 +7,7 @@ The defaults of a run are defined here once; everything else reads them from the
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, get_args
 
@@ -26,6 +27,7 @@ INITS: tuple[str, ...] = get_args(Init)
 DEFAULT_TILE_BATCH = 4  # latent tiles per network call when the free memory cannot be read
 DEFAULT_VAE_TILE = 1024  # VAE tile in image pixels
 MIN_VAE_TILE = 64
+MIN_TILE = 16  # latent px: the networks downsample a tile 8x, and below this their group norms see one value
 
 
 ScriptGeometry = Literal["exact", "tile_script", "fixed_size", "oldcanvas"]
@@ -219,6 +221,10 @@ def check_options(o: UpscaleOptions) -> None:
     """Raise :class:`OptionsError` (or :class:`GeometryError` for tiles) for impossible options."""
     if not (isinstance(o.scale, (int, float)) and math.isfinite(o.scale) and o.scale > 0):
         raise OptionsError(f"scale must be a positive finite number, got {o.scale}")
+    for name in ("steps", "tile_size", "tile_overlap", "tile_batch_size", "vae_tile_size"):
+        value = getattr(o, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise OptionsError(f"{name} must be a whole number, got {value!r}")
     if o.steps is not None and not 1 <= o.steps <= 1000:
         raise OptionsError(f"steps must be in 1..1000, got {o.steps}")
     if o.sampler not in SAMPLERS:
@@ -235,8 +241,8 @@ def check_options(o: UpscaleOptions) -> None:
         raise OptionsError(f"unknown colour fix {o.color_fix!r}; choose one of {', '.join(COLOR_FIXES)}")
     if o.negative_prompt is not None and o.guidance_scale == 1.0:
         raise OptionsError("a negative prompt needs guidance_scale != 1 (the official scripts use 7)")
-    if o.tile_size is not None and o.tile_size < 1:
-        raise GeometryError(f"tile size must be at least 1, got {o.tile_size}")
+    if o.tile_size is not None and o.tile_size < MIN_TILE:
+        raise GeometryError(f"tile size must be at least {MIN_TILE} latent px ({MIN_TILE * 8} image px), got {o.tile_size}")
     if o.tile_overlap is not None and (o.tile_overlap < 0 or (o.tile_size is not None and o.tile_overlap >= o.tile_size)):
         raise GeometryError(f"tile overlap must be in [0, tile size {o.tile_size}), got {o.tile_overlap}")
     if o.tile_batch_size is not None and o.tile_batch_size < 1:

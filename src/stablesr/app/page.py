@@ -22,6 +22,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..config import MIN_TILE
 from .backend import (
     COLOR_FIXES,
     SAMPLERS,
@@ -86,7 +87,7 @@ def build_demo(backend: Backend | None, options: PageOptions, load_error: str | 
                     sampler = gr.Radio(list(SAMPLERS), value="ddpm", label="Sampler", elem_id="sampler")
                     seed = gr.Number(42, precision=0, label="Seed", elem_id="seed")
                     with gr.Row():
-                        tile = gr.Number(defaults.tile, precision=0, minimum=1, label="Tile (latent px)",
+                        tile = gr.Number(defaults.tile, precision=0, minimum=MIN_TILE, label="Tile (latent px)",
                                          elem_id="tile")
                         tile_overlap = gr.Number(defaults.tile_overlap, precision=0, minimum=0,
                                                  label="Tile overlap (latent px)", elem_id="tile-overlap")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import COLOR_FIXES, INITS, MIN_VAE_TILE, OFFICIAL_SCRIPTS, SAMPLERS, Quirks, UpscaleOptions
+from ..config import COLOR_FIXES, INITS, MIN_TILE, MIN_VAE_TILE, OFFICIAL_SCRIPTS, SAMPLERS, Quirks, UpscaleOptions
 from ..errors import InputImageError, MissingWeightsError, StableSRError, UsageError
 from ..imageio.naming import OUTPUT_CHOICES, Job, final_target, path_key, plan_jobs
 from ..imageio.read import DEFAULT_MAX_PIXELS
@@ -114,8 +114,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Argum
                                f"({', '.join(OFFICIAL_SCRIPTS)}), 'none', or a comma list of switches "
                                "(default: none but ddim_timestep_mismatch; see stablesr.Quirks)")
     tiles = p.add_argument_group("tiling (memory)")
-    tiles.add_argument("--tile", metavar="N", type=number(int, 1), default=_DEFAULTS.tile_size,
-                       help="latent tile size, in latent pixels (8 image pixels each); default: the model's size / 8")
+    tiles.add_argument("--tile", metavar="N", type=number(int, MIN_TILE), default=_DEFAULTS.tile_size,
+                       help=f"latent tile size, in latent pixels (8 image pixels each), at least {MIN_TILE}; "
+                            "default: the model's size / 8")
     tiles.add_argument("--tile-overlap", metavar="N", type=number(int, 0), default=_DEFAULTS.tile_overlap,
                        help="latent tile overlap, below --tile (default: half a tile)")
     tiles.add_argument("--tile-batch", metavar="N|auto", type=lambda v: None if v == "auto" else number(int, 1)(v),

@@ -263,10 +263,12 @@ def clean_stale_temps(folder: str | os.PathLike[str], *, min_age_s: float = STAL
 
 
 def check_writable_folder(folder: str | os.PathLike[str]) -> None:
-    """Check that ``folder`` can receive outputs, creating nothing (an existing folder gets a real test file).
+    """Check that ``folder`` can receive outputs, leaving nothing behind (an existing folder gets a real test
+    file; a missing one, a test folder made and removed in its nearest existing parent, since permission bits
+    say nothing for root or on read-only and virtual file systems).
 
-    A missing folder is fine when its nearest existing parent is a writable folder (it is created at the
-    first write). Raises :class:`~stablesr.errors.InputImageError` naming the folder.
+    A missing folder is fine when that test passes (it is created at the first write). Raises
+    :class:`~stablesr.errors.InputImageError` naming the folder.
     """
     target = Path(folder)
     try:
@@ -280,7 +282,11 @@ def check_writable_folder(folder: str | os.PathLike[str]) -> None:
             parent = parent.parent
         if not parent.is_dir():
             raise NotADirectoryError(f"{parent} is a file")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise PermissionError(f"cannot create folders in {parent}")
+        probe = parent / f".stablesr-write-check-{secrets.token_hex(4)}"
+        try:
+            probe.mkdir()
+        except OSError as e:
+            raise PermissionError(e.errno, f"cannot create folders in {parent}") from None
+        probe.rmdir()
     except OSError as e:
         raise InputImageError(target, f"output folder is not writable ({e.strerror or e})") from None

@@ -42,7 +42,7 @@ def to_pipeline_images(image: ImageInput) -> list[PipelineImage]:
         t = image if image.ndim == 4 else image[None]
         if t.ndim != 4 or t.shape[1] != 3:
             raise StableSRError(f"image tensor must have shape (B, 3, H, W), got {tuple(image.shape)}")
-        scale = 1.0 if t.is_floating_point() else float(torch.iinfo(t.dtype).max)
+        scale = 1.0 if t.is_floating_point() else _pixel_max(str(t.dtype).removeprefix("torch."))
         return [PipelineImage(t.float() / scale * 2 - 1)]
     if isinstance(image, np.ndarray):
         return [_from_array(image)]
@@ -55,6 +55,17 @@ def to_pipeline_images(image: ImageInput) -> list[PipelineImage]:
     raise StableSRError(f"unsupported image type {type(image).__name__}; give a PIL image, an array or a tensor")
 
 
+def _pixel_max(dtype: str) -> float:
+    """The white level of integer pixels; other integer types are refused rather than guessed (an int64 array of
+    0-255 values divided by the int64 maximum would be a black image)."""
+    if dtype == "uint8":
+        return 255.0
+    if dtype == "uint16":
+        return 65535.0
+    raise StableSRError(f"image pixels must be floats in [0, 1], uint8 (0-255) or uint16 (0-65535), got {dtype}; "
+                        "convert them, e.g. with .astype(np.uint8)")
+
+
 def _rgb(values: np.ndarray) -> np.ndarray:
     return np.repeat(values[..., None], 3, axis=-1) if values.ndim == 2 else values
 
@@ -65,9 +76,9 @@ def _from_array(image: np.ndarray) -> PipelineImage:
         raise StableSRError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
+    if not np.issubdtype(image.dtype, np.floating):
+        image = image.astype(np.float32) / _pixel_max(str(image.dtype))
     a = image.astype(np.float32)
-    if np.issubdtype(image.dtype, np.integer):  # uint8 / uint16 pixels
-        a /= float(np.iinfo(image.dtype).max)
     a = _rgb(a)
     pixels = torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1)[None] * 2 - 1
     alpha = torch.from_numpy(np.ascontiguousarray(a[..., 3]))[None].clamp(0, 1) if a.shape[-1] == 4 else None

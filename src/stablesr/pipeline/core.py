@@ -37,7 +37,7 @@ from ..imaging.convert import ImageInput, OutputType, PipelineImage, from_pipeli
 from ..imaging.geometry import Geometry
 from ..models.cfw import CFWEncoding
 from ..tiling import vae as vae_tiling
-from ..tiling.budget import feature_budget_bytes
+from ..tiling.budget import check_canvas_fits, feature_budget_bytes
 from ..tiling.canvas import canvas_model_fn
 from ..tiling.tiles import TileAccumulator, gaussian_weights, plan_tiles
 from ..tiling.vae import TileFeatures
@@ -170,6 +170,8 @@ class StableSRPipeline(PipelineModels):
                           options.color_fix or "none", quirks, step_callback(self, callback, callback_on_step_end))
         # 4.-7. Per image: geometry, structure latent, denoising, decoding
         items = to_pipeline_images(image)
+        if not items:
+            raise OptionsError("no images given (an empty list)")
         refs = check_references(items, reference_image, quirks)
         results = [self._upscale_one(item, float(options.scale), run, ref) for item, ref in zip(items, refs)]
         # 8. Output conversion
@@ -194,8 +196,20 @@ class StableSRPipeline(PipelineModels):
                       else self.encode_prompt(options.negative_prompt or ""))
         elif negative_prompt_embeds is not None:
             raise OptionsError("a negative prompt needs guidance_scale != 1 (the official scripts use 7)")
-        prep = lambda t: (t if t.ndim == 3 else t[None]).to(self.device, torch.float32)
-        return TextConditioning(prep(cond), None if uncond is None else prep(uncond), float(options.guidance_scale))
+        unet_config: Any = self.unet.config
+        width = unet_config.cross_attention_dim  # the text context's width, e.g. 1024 for SD 2.x
+        width = width[0] if isinstance(width, (list, tuple)) else width
+
+        def prep(name: str, t: torch.Tensor) -> torch.Tensor:
+            if not isinstance(t, torch.Tensor) or t.ndim not in (2, 3) or t.shape[-1] != width:
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise OptionsError(f"{name} must be a (tokens, {width}) or (batch, tokens, {width}) tensor for this "
+                                   f"model, got {got}")
+            return (t if t.ndim == 3 else t[None]).to(self.device, torch.float32)
+
+        return TextConditioning(prep("prompt_embeds", cond),
+                                None if uncond is None else prep("negative_prompt_embeds", uncond),
+                                float(options.guidance_scale))
 
     def prepare_schedule(self, options: UpscaleOptions, quirks: Quirks, start_timestep: int | None) -> SamplerPlan:
         cfg = self.config
@@ -215,6 +229,7 @@ class StableSRPipeline(PipelineModels):
         lr = item.pixels.to(self.device)
         # 4. Geometry: work at >= model size, pad for the VAE
         geo = Geometry.plan(tuple(lr.shape[-2:]), upscale, self.config.sample_size, mode=run.quirks.geometry)
+        check_canvas_fits(lr.shape[0], *geo.padded, self.device)
         padded = geo.upscale_and_pad(lr)
         tiling, latents = run.tiling, None
         if run.quirks.pixel_tiles and tiling.vae_tile is not None and max(padded.shape[-2:]) > tiling.vae_tile:

@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from ..config import DEFAULT_TILE_BATCH
+from ..errors import GeometryError
 
 MAX_AUTO_TILE_BATCH = 64  # beyond this the CPU gets slower per tile (cache) and GPUs gain little
 MEMORY_SHARE = 0.5  # of the free memory, for one call's activations
 FEATURE_SHARE = 0.25  # of the free memory, for CFW features kept from the tiled encode through the sampling
+CANVAS_COPIES = 2  # float32 image canvases alive at once at the least (the padded input, the restored image)
 ACTIVATION_FACTOR = 150  # elements per (model channel x latent pixel) of one tile; measured ~30 on CPU, x5 margin
 
 
@@ -90,3 +92,21 @@ def choose_tile_batch(unet: nn.Module, n_tiles: int, tile: int, samples_per_tile
     """:func:`auto_tile_batch` for this UNet on ``device`` with the memory free now."""
     return auto_tile_batch(n_tiles, per_tile_bytes=tile_bytes(unet, tile, samples_per_tile, dtype),
                            free_bytes=free_memory_bytes(device))
+
+
+def check_canvas_fits(batch: int, height: int, width: int, device: torch.device) -> None:
+    """Refuse, before anything is allocated, an RGB canvas that cannot fit in the memory free on ``device``
+    (an upscale of 1e6 would otherwise end in an allocator error asking for petabytes).
+
+    Example:
+        >>> check_canvas_fits(1, 10**6, 10**6, torch.device("cpu"))
+        Traceback (most recent call last):
+        ...
+        stablesr.errors.GeometryError: the working canvas would be 1000000x1000000 px (1000000.0 MP, 24000 GB as float32 images), more than the memory free on cpu; lower the scale or crop the image
+    """
+    need = CANVAS_COPIES * batch * 3 * height * width * 4
+    free = free_memory_bytes(device)
+    if free is not None and need > free:
+        raise GeometryError(f"the working canvas would be {width}x{height} px ({height * width / 1e6:.1f} MP, "
+                            f"{need / 1e9:.0f} GB as float32 images), more than the memory free on {device}; "
+                            "lower the scale or crop the image")
