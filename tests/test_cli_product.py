@@ -248,6 +248,8 @@ def test_training_checkpoints_upscale_through_the_cli(layout: str, tmp_path: Pat
     (["-s", "inf"], "finite"),
     (["--tile", "16", "--tile-overlap", "16"], "smaller than --tile"),
     (["--tile-overlap", "64"], "smaller than the tile"),
+    (["--vae-tile", "64", "--vae-tile-overlap", "64"], "VAE tile overlap must be in [0, VAE tile 64)"),
+    (["--vae-tile-overlap", "2000"], "VAE tile overlap must be in [0, VAE tile 1024)"),
     (["--quirks", "bogus"], "unknown quirk"),
     (["--start-timestep", "500", "--init", "noise"], "noised_lr"),
 ])
@@ -340,6 +342,20 @@ def test_output_folder_checked_before_the_model_loads(tmp_path: Path, capsys: py
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "output folder is not writable" in err[0], err
     assert str(tmp_path / "file") in err[0] and "broken.ckpt" not in err[0]
+
+
+def test_tiles_that_do_not_fit_the_model_fail_once_not_per_image(tiny: dict[str, str], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The default tile comes from the model's size (16 latent px for the tiny one): an overlap that does not fit
+    it is found when the model has loaded, before any image, with exit 2 (not one failure per image, exit 1)."""
+    _photo(tmp_path / "in", "a.png")
+    _photo(tmp_path / "in", "b.png")
+    flags = ["--checkpoint", tiny["ldm"], "--cfw-checkpoint", tiny["cfw"], "--config", tiny["config"],
+             "--prompt-embeds", tiny["prompt_embeds"], "--steps", "1", "-s", "2", "--device", "cpu", "-q"]
+    code = main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--tile-overlap", "20", *flags])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(err) == 1 and "tile overlap must be in [0, tile size 16), got 20" in err[0], err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where nobody can create folders")

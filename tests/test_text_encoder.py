@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -115,3 +116,17 @@ def test_computed_embeddings_persist_across_runs(tmp_path):
     assert calls[0] == [EMPTY_PROMPT_IDS]  # the empty prompt needs no tokenizer
     second = PromptEncoder(PromptEncoder.from_file(target).cache, text_encoder=Fake, persist_to=target)
     assert torch.equal(second(""), emb) and len(calls) == 1  # served from the file, encoder never built
+
+
+def test_a_file_that_is_not_prompt_embeddings_is_named_in_one_line(tmp_path, tiny_weights):
+    from safetensors.torch import save_file
+
+    from stablesr.errors import CheckpointError
+
+    (tmp_path / "notes.txt").write_text("hello")
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "vector.safetensors"))
+    for path in (tiny_weights["ldm"], tmp_path / "notes.txt", tmp_path / "vector.safetensors"):
+        with pytest.raises(CheckpointError, match="not a prompt-embeddings") as err:
+            PromptEncoder.from_file(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    assert PromptEncoder.from_file(tiny_weights["prompt_embeds"]).cache[""].shape[-1] == 32

@@ -95,8 +95,13 @@ class Upscaler:
     def name(self) -> str:
         return self.pipe.config.name
 
-    def check(self, options: UpscaleOptions) -> None:
-        """Encode the options' prompts now: a prompt the model cannot encode is a model error, not one per image."""
+    def check(self, options: UpscaleOptions, expert: ExpertOptions | None = None) -> None:
+        """Find now what would fail every image: tiles that do not fit this model's default tile (it depends on
+        the model's size), an impossible VAE tiling, and prompts the model cannot encode (a model error)."""
+        from .tiling.vae import vae_tiling
+
+        options.with_model_defaults(self.pipe.config)
+        vae_tiling(options.vae_tile_size, None if expert is None else expert.vae_tile_overlap)
         self.pipe.encode_prompt(options.prompt)
         if options.guidance_scale != 1.0:
             self.pipe.encode_prompt(options.negative_prompt or "")

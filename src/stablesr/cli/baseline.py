@@ -31,8 +31,8 @@ class ClassicalUpscaler:
     def name(self) -> str:
         return self.method
 
-    def check(self, options: UpscaleOptions) -> None:
-        """Nothing to check: prompts and sampling settings do not apply."""
+    def check(self, options: UpscaleOptions, expert: object = None) -> None:
+        """Nothing to check: prompts, tiles and sampling settings do not apply."""
 
     def check_size(self, size: tuple[int, int], scale: float, max_pixels: int | None, *, geometry: str = "exact"
                    ) -> None:

@@ -80,7 +80,8 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Argum
                                       "baselines, no weights); default: turbo, or the checkpoint's own settings")
     add_device_flags(model)
     model.add_argument("--threads", metavar="N", type=number(int, 1), default=None,
-                       help="CPU threads for torch (default: torch's; set it on a shared or busy machine)")
+                       help="CPU threads for torch (default on CPU: the cores not already busy by the 1-minute load "
+                            "average; OMP_NUM_THREADS is respected)")
     sampling = p.add_argument_group("sampling")
     sampling.add_argument("--steps", "--ddpm-steps", metavar="N", type=number(int, 1, 1000), default=_DEFAULTS.steps,
                           help="sampling steps (default: the model's, e.g. 4 for turbo, 200 otherwise)")
@@ -167,7 +168,10 @@ def upscale_options(args: argparse.Namespace) -> UpscaleOptions:
 
 
 def expert_options(args: argparse.Namespace) -> ExpertOptions:
+    from ..tiling.vae import vae_tiling
+
     try:
+        vae_tiling(args.vae_tile or None, args.vae_tile_overlap)  # needs no model: refused before loading one
         return ExpertOptions(init=args.init, start_timestep=args.start_timestep,
                              vae_tile_overlap=args.vae_tile_overlap, quirks=args.quirks)
     except StableSRError as exc:
@@ -268,7 +272,8 @@ class _UpscaleBatch:
 
     def _load(self) -> bool:
         try:
-            self.upscaler = _load_upscaler(self.args, self.options, self.console, self.dist_info, self.bars)
+            self.upscaler = _load_upscaler(self.args, self.options, self.expert, self.console, self.dist_info,
+                                           self.bars)
         except Exception as exc:  # any load failure is reported on one line, exit 2
             if self.args.debug:
                 raise
@@ -322,9 +327,10 @@ class _UpscaleBatch:
         return Outcome("", commit=write)
 
 
-def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, console: Console, dist_info: DistInfo,
-                   bars: bool) -> Upscaler:
-    """Load the model named by the command line and check it can condition on the requested prompts."""
+def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, expert: ExpertOptions, console: Console,
+                   dist_info: DistInfo, bars: bool) -> Upscaler:
+    """Load the model named by the command line and check what would fail every image with it (tiles against its
+    size, prompts it cannot encode)."""
     from ..runtime.device import quiet_library_logs, resolve_device, resolve_dtype
     from ..service import Upscaler
 
@@ -346,7 +352,7 @@ def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, console: C
         quiet_library_logs()
     upscaler = Upscaler.load(model_spec(args), device, dtype, announce=dist_info.rank == 0, progress=bars,
                              note=console.note, compile=args.compile, offload=args.offload)
-    upscaler.check(options)
+    upscaler.check(options, expert)
     cfg = upscaler.pipe.config
     console.detail(f"model {upscaler.name} on {device} ({str(dtype).removeprefix('torch.')}; "
                    f"{cfg.parameterization}-prediction, {cfg.sample_size} px)")

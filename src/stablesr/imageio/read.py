@@ -120,7 +120,7 @@ def _decode_opened(p: Path, im: ImageFile.ImageFile, max_pixels: int | None) -> 
         raise InputImageError(
             p,
             f"image is {width}x{height} ({width * height:,} pixels), above the limit of {max_pixels:,} "
-            "pixels (possible decompression bomb); raise the pixel limit if the file is trusted",
+            "pixels (possible decompression bomb); raise the limit (--max-pixels, 0 = none) if the file is trusted",
         )
     frames = getattr(im, "n_frames", 1)
     # MPO (most phone JPEGs) stores previews or depth maps as extra frames; the first is the photo.

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import MissingWeightsError
+from ..errors import CheckpointError, MissingWeightsError
 
 EMPTY_PROMPT_IDS: list[int] = [49406, 49407] + [0] * 75  # open_clip tokenisation of "" (zero padded)
 
@@ -63,12 +63,18 @@ class PromptEncoder:
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> PromptEncoder:
         """Read a ``prompt_embeds.safetensors`` file: tensors keyed by tag, metadata ``prompts`` maps tag -> prompt."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        prompts = json.loads(meta.get("prompts", "{}")) if meta.get("prompts") else {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            prompts = json.loads(meta.get("prompts", "{}")) if meta.get("prompts") else {}
+        except (OSError, ValueError, SafetensorError) as exc:  # a missing, foreign or damaged file
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{path}: not a prompt-embeddings .safetensors file ({reason})") from None
+        if not tensors or any(t.ndim not in (2, 3) for t in tensors.values()):
+            raise CheckpointError(f"{path}: not a prompt-embeddings file (expected (tokens, width) tensors)")
         defaults = {"empty": ""}
         cache = {prompts.get(k, defaults.get(k, k)): v for k, v in tensors.items()}
         return cls(cache, **kwargs)
@@ -88,8 +94,8 @@ class PromptEncoder:
     def text_encoder(self) -> nn.Module:
         if self._text_encoder is None:
             raise MissingWeightsError(
-                "this model has no text encoder and the prompt is not in its prompt-embedding cache; "
-                "use the empty prompt or pass prompt_embeds"
+                "this model has no text encoder and no embedding of this prompt in its prompt-embedding cache; "
+                "give its prompt embeddings (prompt_embeds=, --prompt-embeds FILE) or load a text encoder"
             )
         if not isinstance(self._text_encoder, nn.Module):
             self._text_encoder = self._text_encoder()
