@@ -140,7 +140,7 @@ def test_official_old_script_command_with_its_quirks(tmp_path: Path, tiny: dict[
 def argparse_namespace(**kw: object):
     import argparse
 
-    return argparse.Namespace(start_timestep=None, vae_tile_overlap=None, **kw)
+    return argparse.Namespace(start_timestep=None, vae_tile=1024, vae_tile_overlap=None, **kw)
 
 
 def test_reference_folder_guides_each_image_by_file_name(tiny: dict[str, str], tmp_path: Path, home: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 import tempfile
@@ -257,6 +258,63 @@ def test_icc_profile_round_trip_png(tmp_path: Path) -> None:
     assert read.read_image(out).icc_profile == icc
     out = write.write_image(tmp_path / "icc16.png", rgb, bit_depth=16, icc_profile=icc)  # OpenCV path
     assert read.read_image(out).icc_profile == icc
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_16bit_grey_alpha_stays_grey_with_its_grey_profile(real_lr: Path, tmp_path: Path, ext: str) -> None:
+    """Neither Pillow nor OpenCV writes 16-bit grey+alpha: it used to come out as colour RGBA without its profile."""
+    grey_icc = read.read_image(real_lr / "wolf_gray.jpg").icc_profile
+    assert grey_icc is not None and grey_icc[16:20] == b"GRAY"
+    rng = np.random.default_rng(4)
+    grey, alpha = (rng.integers(0, 65536, (6, 9)).astype(np.float32) / 65535 for _ in range(2))
+    out = write.write_image(tmp_path / f"la.{ext}", grey, alpha=alpha, is_grey=True, bit_depth=16,
+                            icc_profile=grey_icc)
+    back = read.read_image(out)
+    assert back.is_grey and back.bit_depth == 16 and back.icc_profile == grey_icc
+    assert np.abs(back.rgb[..., 0] - grey).max() <= 0.5 / 65535 and np.abs(back.alpha - alpha).max() <= 0.5 / 65535
+    if ext == "png":  # an independent decoder: colour type 4 (grey+alpha), 16 bits; OpenCV's samples exact
+        data = out.read_bytes()
+        assert data[12:16] == b"IHDR" and data[24] == 16 and data[25] == 4
+        decoded = read.import_cv2().imread(str(out), -1)  # IMREAD_UNCHANGED: grey replicated, alpha last
+        np.testing.assert_array_equal(decoded[..., 0], np.rint(grey * 65535))
+        np.testing.assert_array_equal(decoded[..., -1], np.rint(alpha * 65535))
+    else:
+        import tifffile
+
+        with tifffile.TiffFile(out) as tif:
+            page = tif.pages[0]
+            assert page.photometric == 1 and page.samplesperpixel == 2 and page.extrasamples == (2,)  # alpha
+            np.testing.assert_array_equal(page.asarray()[..., 1], np.rint(alpha * 65535))
+
+
+def test_16bit_tiff_keeps_its_profile_and_tags_its_alpha(real_lr: Path, tmp_path: Path) -> None:
+    import tifffile
+
+    img = read.read_image(real_lr / "tree_alpha_16bit.png")
+    out = write.write_image(tmp_path / "tree.tif", img.rgb, alpha=img.alpha, bit_depth=16, icc_profile=img.icc_profile)
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages[0]
+        assert page.bitspersample == 16 and page.samplesperpixel == 4 and page.extrasamples == (2,)
+        assert bytes(page.tags[34675].value) == img.icc_profile
+    back = read.read_image(out)
+    assert back.bit_depth == 16 and back.icc_profile == img.icc_profile
+    assert np.abs(back.rgb - img.rgb).max() <= 1 / 65535 and np.abs(back.alpha - img.alpha).max() <= 1 / 65535
+
+
+def test_grey_profile_is_applied_when_the_format_has_no_grey(real_lr: Path, tmp_path: Path) -> None:
+    """WebP has no grey mode: the grey profile's tones are converted to sRGB (and tagged so), not dropped."""
+    img = read.read_image(real_lr / "wolf_gray.jpg")  # a GRAY "Dot Gain 15%" profile
+    out = write.write_image(tmp_path / "wolf.webp", img.rgb, is_grey=True, icc_profile=img.icc_profile, quality=100)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    expected = ImageCms.profileToProfile(Image.fromarray(np.rint(img.rgb[..., 0] * 255).astype(np.uint8)),
+                                         ImageCms.ImageCmsProfile(io.BytesIO(img.icc_profile)), srgb,
+                                         outputMode="RGB")
+    with Image.open(out) as written:
+        assert written.mode == "RGB" and written.info["icc_profile"][16:20] == b"RGB "
+        pixels = np.asarray(written, dtype=np.int16)
+    assert np.abs(pixels - np.asarray(expected, dtype=np.int16)).max() <= 1  # lossless WebP, same transform
+    naive = np.rint(img.rgb * 255)
+    assert np.abs(pixels - naive).mean() > 5  # the tone curve was applied: not the raw grey values
 
 
 def test_icc_profile_dropped_when_colour_space_does_not_match(tmp_path: Path) -> None:

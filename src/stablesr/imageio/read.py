@@ -108,24 +108,19 @@ def _decode(p: Path, max_pixels: int | None) -> LoadedImage:
                 return _decode_opened(p, im, max_pixels)
     except (InputImageError, Image.DecompressionBombError):
         raise
+    except UnidentifiedImageError as exc:
+        if _is_tiff(p):  # a layout Pillow does not know, e.g. 16-bit grey+alpha (which we write ourselves)
+            return _decode_tiff(p, max_pixels)
+        raise InputImageError(p, _reason_for(exc)) from exc
     except Exception as exc:  # Pillow's plugins raise a zoo of types for bad data
         raise InputImageError(p, _reason_for(exc)) from exc
 
 
 def _decode_opened(p: Path, im: ImageFile.ImageFile, max_pixels: int | None) -> LoadedImage:
     width, height = im.size
-    if width <= 0 or height <= 0:
-        raise InputImageError(p, "image has zero width or height")
-    if max_pixels is not None and width * height > max_pixels:
-        raise InputImageError(
-            p,
-            f"image is {width}x{height} ({width * height:,} pixels), above the limit of {max_pixels:,} "
-            "pixels (possible decompression bomb); raise the limit (--max-pixels, 0 = none) if the file is trusted",
-        )
     frames = getattr(im, "n_frames", 1)
     # MPO (most phone JPEGs) stores previews or depth maps as extra frames; the first is the photo.
-    if frames > 1 and im.format != "MPO":
-        raise InputImageError(p, f"animated or multi-page image ({frames} frames) is not supported; save one frame")
+    _check_size_and_frames(p, width, height, 1 if im.format == "MPO" else frames, max_pixels)
 
     fmt = im.format or "unknown"
     rawmode = _tile_rawmode(im)  # before load(), which clears the tiles
@@ -145,6 +140,25 @@ def _decode_opened(p: Path, im: ImageFile.ImageFile, max_pixels: int | None) -> 
             source, icc = _cmyk_to_rgb(im, icc)
         values, alpha, is_grey, bit_depth = _pillow_planes(p, source)
 
+    return _loaded(p, values, alpha, is_grey, bit_depth, icc, fmt, orientation)
+
+
+def _check_size_and_frames(p: Path, width: int, height: int, frames: int, max_pixels: int | None) -> None:
+    if width <= 0 or height <= 0:
+        raise InputImageError(p, "image has zero width or height")
+    if max_pixels is not None and width * height > max_pixels:
+        raise InputImageError(
+            p,
+            f"image is {width}x{height} ({width * height:,} pixels), above the limit of {max_pixels:,} "
+            "pixels (possible decompression bomb); raise the limit (--max-pixels, 0 = none) if the file is trusted",
+        )
+    if frames > 1:
+        raise InputImageError(p, f"animated or multi-page image ({frames} frames) is not supported; save one frame")
+
+
+def _loaded(p: Path, values: np.ndarray, alpha: np.ndarray | None, is_grey: bool, bit_depth: int,
+            icc: bytes | None, fmt: str, orientation: int) -> LoadedImage:
+    """The :class:`LoadedImage` of decoded planes, oriented upright."""
     values = _apply_orientation(values, orientation)
     if alpha is not None:
         alpha = _apply_orientation(alpha, orientation)
@@ -160,6 +174,39 @@ def _decode_opened(p: Path, im: ImageFile.ImageFile, max_pixels: int | None) -> 
         format=fmt,
         path=p,
     )
+
+
+def _is_tiff(p: Path) -> bool:
+    with open(p, "rb") as f:
+        return f.read(4) in (b"II*\x00", b"MM\x00*")
+
+
+def _decode_tiff(p: Path, max_pixels: int | None) -> LoadedImage:
+    """A grey, grey+alpha, RGB or RGBA TIFF of 8 or 16 bits that Pillow cannot open, read with tifffile."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            page = tif.pages[0]
+            height, width = int(page.imagelength), int(page.imagewidth)
+            _check_size_and_frames(p, width, height, len(tif.pages), max_pixels)
+            photometric, samples = int(page.photometric), int(page.samplesperpixel)
+            icc_tag, orientation_tag = page.tags.get(34675), page.tags.get(_EXIF_ORIENTATION)
+            icc = bytes(icc_tag.value) if icc_tag is not None else None
+            orientation = int(orientation_tag.value) if orientation_tag is not None else 1
+            data = page.asarray()
+    except InputImageError:
+        raise
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise InputImageError(p, _reason_for(exc)) from exc
+    grey = photometric == 1 and samples in (1, 2)  # BlackIsZero
+    if not (grey or (photometric == 2 and samples in (3, 4))) or data.dtype not in (np.uint8, np.uint16):
+        raise InputImageError(p, f"unsupported TIFF layout ({samples} samples, photometric {photometric}, "
+                                 f"{data.dtype})")
+    values = data.reshape(height, width, samples).astype(np.float32) / float(np.iinfo(data.dtype).max)
+    colour = 1 if grey else 3
+    alpha = values[..., colour] if samples > colour else None
+    return _loaded(p, values[..., :colour], alpha, grey, 8 * data.dtype.itemsize, icc, "TIFF", orientation)
 
 
 def _pillow_planes(p: Path, im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
@@ -123,6 +124,12 @@ def _quantise(values: np.ndarray, bits: int) -> np.ndarray:
 def _encode(stream: IO[bytes], fmt: str, planes: np.ndarray, sixteen: bool, icc: bytes | None, quality: int) -> None:
     """Encode ``planes`` (see :func:`_output_planes`) as ``fmt`` into ``stream``."""
     channels = planes.shape[2]
+    if sixteen and fmt == "TIFF":  # every layout, with its ICC profile and the alpha marked as such
+        stream.write(_encode_16bit_tiff(planes, icc))
+        return
+    if sixteen and channels == 2:  # grey+alpha PNG: neither Pillow nor OpenCV writes it at 16 bits
+        stream.write(_encode_16bit_grey_alpha_png(planes, icc))
+        return
     if sixteen and channels > 1:
         # Pillow has no multi-channel 16-bit modes, so colour/alpha at 16 bits goes through OpenCV.
         cv2 = read.import_cv2()
@@ -139,8 +146,8 @@ def _encode(stream: IO[bytes], fmt: str, planes: np.ndarray, sixteen: bool, icc:
     else:
         ints = _quantise(planes, 8)
         im = Image.fromarray(ints[..., 0] if channels == 1 else ints)  # L, LA, RGB or RGBA
-    if fmt == "WEBP" and im.mode in ("L", "LA"):
-        im = im.convert("RGB" if im.mode == "L" else "RGBA")  # WebP has no grey modes
+    if fmt == "WEBP" and im.mode in ("L", "LA"):  # WebP has no grey modes
+        im, icc = _grey_to_srgb(im, icc)
 
     options: dict[str, Any] = {}
     if icc and fmt != "BMP" and _icc_fits(icc, im.mode):
@@ -158,19 +165,69 @@ def _encode(stream: IO[bytes], fmt: str, planes: np.ndarray, sixteen: bool, icc:
 
 
 def _encode_16bit_cv2(cv2: Any, fmt: str, planes: np.ndarray, icc: bytes | None) -> bytes:
+    """16-bit RGB(A) PNG through OpenCV, with the ICC chunk added by us (OpenCV cannot embed one)."""
     ints = _quantise(planes, 16)
-    if ints.shape[2] == 2:
-        # OpenCV cannot write grey+alpha; RGBA keeps every bit (the file is then colour).
-        ints = ints[..., [0, 0, 0, 1]]
     order = [2, 1, 0] if ints.shape[2] == 3 else [2, 1, 0, 3]  # OpenCV wants BGR(A)
     ok, buffer = cv2.imencode(".png" if fmt == "PNG" else ".tif", np.ascontiguousarray(ints[..., order]))
     if not ok:
         raise OSError(f"OpenCV could not encode a 16-bit {fmt}")
     data = buffer.tobytes()
-    # OpenCV cannot embed ICC profiles; for PNG we add the chunk ourselves (TIFF output goes without).
     if fmt == "PNG" and icc and _icc_fits(icc, "RGB"):
         data = _png_with_icc(data, icc)
     return data
+
+
+def _encode_16bit_tiff(planes: np.ndarray, icc: bytes | None) -> bytes:
+    """16-bit TIFF (grey, grey+alpha, RGB, RGBA; deflate) through tifffile: the alpha is tagged as unassociated
+    alpha (ExtraSamples) and a matching ICC profile is embedded."""
+    import tifffile
+
+    ints = _quantise(planes, 16)
+    colour = ints.shape[2] >= 3
+    has_alpha = ints.shape[2] in (2, 4)
+    options: dict[str, Any] = {"photometric": "rgb" if colour else "minisblack", "compression": "zlib",
+                               "extrasamples": ["unassalpha"] if has_alpha else None}
+    if icc and _icc_fits(icc, "RGB" if colour else "L"):
+        options["iccprofile"] = icc
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, ints[..., 0] if ints.shape[2] == 1 else ints, **options)
+    return buffer.getvalue()
+
+
+def _encode_16bit_grey_alpha_png(planes: np.ndarray, icc: bytes | None) -> bytes:
+    """A 16-bit grey+alpha PNG (colour type 4), written here: every row Sub-filtered, then deflated."""
+    ints = _quantise(planes, 16)
+    h, w, c = ints.shape
+    raw = ints.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
+    step = c * 2  # bytes per pixel: the Sub filter subtracts the same byte of the pixel to the left
+    filtered = raw.copy()
+    filtered[:, step:] = raw[:, step:] - raw[:, :-step]  # uint8 arithmetic wraps modulo 256, as PNG wants
+    rows = np.concatenate([np.ones((h, 1), np.uint8), filtered], axis=1)  # filter type 1 before each row
+    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0))]
+    if icc and _icc_fits(icc, "LA"):
+        chunks.append(_icc_chunk(icc))
+    chunks += [_png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)), _png_chunk(b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+def _grey_to_srgb(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """A grey image as RGB(A) for a format without grey modes; a grey ICC profile is applied (the tones are
+    converted to sRGB and the sRGB profile returned) rather than dropped."""
+    alpha = im.getchannel("A") if im.mode == "LA" else None
+    grey = im.getchannel("L") if alpha is not None else im
+    rgb, out_icc = grey.convert("RGB"), icc
+    if icc and icc[16:20] == b"GRAY":
+        out_icc = None
+        with suppress(ImportError, OSError, ValueError):  # Pillow without littlecms, or a damaged profile
+            from PIL import ImageCms
+
+            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            rgb = ImageCms.profileToProfile(grey, source, srgb, outputMode="RGB") or rgb
+            out_icc = srgb.tobytes()
+    if alpha is not None:
+        rgb.putalpha(alpha)
+    return rgb, out_icc
 
 
 def _icc_fits(icc: bytes, mode: str) -> bool:
@@ -186,10 +243,16 @@ def _png_with_icc(png: bytes, icc: bytes) -> bytes:
     """Insert an iCCP chunk right after IHDR (it must precede PLTE and IDAT)."""
     if png[12:16] != b"IHDR":
         raise OSError("unexpected PNG layout from the encoder")
-    body = b"ICC profile\x00\x00" + zlib.compress(icc)  # name, NUL, compression method 0 (zlib)
-    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
     end_of_ihdr = 8 + 4 + 4 + 13 + 4  # signature, length, type, IHDR data, CRC
-    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
+    return png[:end_of_ihdr] + _icc_chunk(icc) + png[end_of_ihdr:]
+
+
+def _icc_chunk(icc: bytes) -> bytes:
+    return _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))  # name, NUL, method 0 (zlib)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 @contextmanager
