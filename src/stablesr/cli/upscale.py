@@ -80,8 +80,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Argum
                                       "baselines, no weights); default: turbo, or the checkpoint's own settings")
     add_device_flags(model)
     model.add_argument("--threads", metavar="N", type=number(int, 1), default=None,
-                       help="CPU threads for torch (default on CPU: the cores not already busy by the 1-minute load "
-                            "average; OMP_NUM_THREADS is respected)")
+                       help="CPU threads for torch (default: the cores not busy by the 1-minute load average)")
     sampling = p.add_argument_group("sampling")
     sampling.add_argument("--steps", "--ddpm-steps", metavar="N", type=number(int, 1, 1000), default=_DEFAULTS.steps,
                           help="sampling steps (default: the model's, e.g. 4 for turbo, 200 otherwise)")
@@ -272,8 +271,7 @@ class _UpscaleBatch:
 
     def _load(self) -> bool:
         try:
-            self.upscaler = _load_upscaler(self.args, self.options, self.expert, self.console, self.dist_info,
-                                           self.bars)
+            self.upscaler = _load_upscaler(self)
         except Exception as exc:  # any load failure is reported on one line, exit 2
             if self.args.debug:
                 raise
@@ -327,10 +325,9 @@ class _UpscaleBatch:
         return Outcome("", commit=write)
 
 
-def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, expert: ExpertOptions, console: Console,
-                   dist_info: DistInfo, bars: bool) -> Upscaler:
-    """Load the model named by the command line and check what would fail every image with it (tiles against its
-    size, prompts it cannot encode)."""
+def _load_upscaler(batch: _UpscaleBatch) -> Upscaler:
+    """Load the model named by the command line; check what would fail every image with it (tiles, prompts)."""
+    args, console, dist_info = batch.args, batch.console, batch.dist_info
     from ..runtime.device import quiet_library_logs, resolve_device, resolve_dtype
     from ..service import Upscaler
 
@@ -350,9 +347,9 @@ def _load_upscaler(args: argparse.Namespace, options: UpscaleOptions, expert: Ex
         console.detail(f"{torch.get_num_threads()} CPU threads (set --threads to change)")
     if not args.debug:
         quiet_library_logs()
-    upscaler = Upscaler.load(model_spec(args), device, dtype, announce=dist_info.rank == 0, progress=bars,
+    upscaler = Upscaler.load(model_spec(args), device, dtype, announce=dist_info.rank == 0, progress=batch.bars,
                              note=console.note, compile=args.compile, offload=args.offload)
-    upscaler.check(options, expert)
+    upscaler.check(batch.options, batch.expert)
     cfg = upscaler.pipe.config
     console.detail(f"model {upscaler.name} on {device} ({str(dtype).removeprefix('torch.')}; "
                    f"{cfg.parameterization}-prediction, {cfg.sample_size} px)")
