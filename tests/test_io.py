@@ -287,6 +287,49 @@ def test_16bit_grey_alpha_stays_grey_with_its_grey_profile(real_lr: Path, tmp_pa
             np.testing.assert_array_equal(page.asarray()[..., 1], np.rint(alpha * 65535))
 
 
+@pytest.mark.parametrize("layout", ["grey_alpha_planar", "rgba_planar", "grey_alpha_bigtiff", "rgba_big_endian"])
+def test_16bit_tiff_layouts_read_exactly(tmp_path: Path, layout: str) -> None:
+    """Plane-by-plane samples, BigTIFF and big-endian files (written by tifffile, read back by our reader)."""
+    import tifffile
+
+    channels = 2 if layout.startswith("grey") else 4
+    samples = np.random.default_rng(channels).integers(0, 65536, (5, 7, channels), dtype=np.uint16)
+    path, options = tmp_path / f"{layout}.tif", {"extrasamples": ["unassalpha"]}
+    if "planar" in layout:
+        samples_written, options["planarconfig"] = np.moveaxis(samples, -1, 0), "separate"
+    else:
+        samples_written = samples
+    options.update({"bigtiff": True} if "bigtiff" in layout else {"byteorder": ">"} if "big_endian" in layout else {})
+    tifffile.imwrite(path, samples_written, photometric="minisblack" if channels == 2 else "rgb", **options)
+    img = read.read_image(path)
+    assert img.bit_depth == 16 and img.is_grey == (channels == 2)
+    colour = samples[..., :1].repeat(3, axis=2) if channels == 2 else samples[..., :3]
+    np.testing.assert_allclose(img.rgb * 65535, colour, atol=1e-2)
+    np.testing.assert_allclose(img.alpha * 65535, samples[..., -1], atol=1e-2)
+
+
+def test_tiff_whose_codec_is_missing_says_which_package(tmp_path: Path) -> None:
+    import importlib.util
+
+    import tifffile
+
+    if importlib.util.find_spec("imagecodecs") is not None:
+        pytest.skip("imagecodecs is installed here: tifffile would try to decode the (fake) LZW data")
+
+    path = tmp_path / "lzw.tif"
+    tifffile.imwrite(path, np.zeros((4, 4, 2), np.uint16), photometric="minisblack", extrasamples=["unassalpha"])
+    data = bytearray(path.read_bytes())  # mark it LZW (tag 259 = 5): tifffile decodes LZW only with imagecodecs
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for entry in range(struct.unpack_from("<H", data, ifd)[0]):
+        at = ifd + 2 + 12 * entry
+        if struct.unpack_from("<H", data, at)[0] == 259:
+            struct.pack_into("<H", data, at + 8, 5)
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputImageError, match="needs the imagecodecs package") as caught:
+        read.read_image(path)
+    assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+
+
 def test_16bit_tiff_keeps_its_profile_and_tags_its_alpha(real_lr: Path, tmp_path: Path) -> None:
     import tifffile
 
@@ -315,6 +358,11 @@ def test_grey_profile_is_applied_when_the_format_has_no_grey(real_lr: Path, tmp_
     assert np.abs(pixels - np.asarray(expected, dtype=np.int16)).max() <= 1  # lossless WebP, same transform
     naive = np.rint(img.rgb * 255)
     assert np.abs(pixels - naive).mean() > 5  # the tone curve was applied: not the raw grey values
+    damaged, at = bytearray(img.icc_profile), img.icc_profile.find(b"kTRC")
+    damaged[at:at + 4] = b"zzzz"  # the grey tone curve's tag renamed: no transform can be built
+    out = write.write_image(tmp_path / "damaged.webp", img.rgb, is_grey=True, icc_profile=bytes(damaged), quality=100)
+    with Image.open(out) as written:  # written all the same: the raw grey values, untagged
+        assert "icc_profile" not in written.info and np.abs(np.asarray(written, np.int16) - naive).max() <= 1
 
 
 def test_icc_profile_dropped_when_colour_space_does_not_match(tmp_path: Path) -> None:

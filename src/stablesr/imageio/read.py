@@ -34,6 +34,7 @@ __all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "import_cv2", "read_image"]
 DEFAULT_MAX_PIXELS = 200_000_000
 
 _EXIF_ORIENTATION = 0x0112
+_TIFF_BITS, _TIFF_PLANAR_CONFIG, _TIFF_ICC = 258, 284, 34675
 
 _pillow_limit_lock = threading.Lock()
 
@@ -123,6 +124,8 @@ def _decode_opened(p: Path, im: ImageFile.ImageFile, max_pixels: int | None) -> 
     _check_size_and_frames(p, width, height, 1 if im.format == "MPO" else frames, max_pixels)
 
     fmt = im.format or "unknown"
+    if fmt == "TIFF" and im.tag_v2.get(_TIFF_PLANAR_CONFIG) == 2 and im.tag_v2.get(_TIFF_BITS, (8,))[0] == 16:
+        return _decode_tiff(p, max_pixels)  # Pillow reads 16-bit planes as 8-bit, with the samples mixed
     rawmode = _tile_rawmode(im)  # before load(), which clears the tiles
     # Decoding here also validates 16-bit files before OpenCV sees them: OpenCV only prints
     # warnings and returns None for truncated or corrupt data.
@@ -178,7 +181,7 @@ def _loaded(p: Path, values: np.ndarray, alpha: np.ndarray | None, is_grey: bool
 
 def _is_tiff(p: Path) -> bool:
     with open(p, "rb") as f:
-        return f.read(4) in (b"II*\x00", b"MM\x00*")
+        return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF, BigTIFF
 
 
 def _decode_tiff(p: Path, max_pixels: int | None) -> LoadedImage:
@@ -191,14 +194,20 @@ def _decode_tiff(p: Path, max_pixels: int | None) -> LoadedImage:
             height, width = int(page.imagelength), int(page.imagewidth)
             _check_size_and_frames(p, width, height, len(tif.pages), max_pixels)
             photometric, samples = int(page.photometric), int(page.samplesperpixel)
-            icc_tag, orientation_tag = page.tags.get(34675), page.tags.get(_EXIF_ORIENTATION)
+            planar = int(page.planarconfig) == 2
+            icc_tag, orientation_tag = page.tags.get(_TIFF_ICC), page.tags.get(_EXIF_ORIENTATION)
             icc = bytes(icc_tag.value) if icc_tag is not None else None
             orientation = int(orientation_tag.value) if orientation_tag is not None else 1
             data = page.asarray()
     except InputImageError:
         raise
     except Exception as exc:  # tifffile raises many types for damaged files
+        if "imagecodecs" in str(exc):  # LZW, JPEG... in tifffile need that package
+            raise InputImageError(p, "this TIFF's compression needs the imagecodecs package: pip install imagecodecs"
+                                  ) from None
         raise InputImageError(p, _reason_for(exc)) from exc
+    if samples > 1 and planar:  # stored plane after plane: (samples, H, W)
+        data = np.moveaxis(data, 0, -1)
     grey = photometric == 1 and samples in (1, 2)  # BlackIsZero
     if not (grey or (photometric == 2 and samples in (3, 4))) or data.dtype not in (np.uint8, np.uint16):
         raise InputImageError(p, f"unsupported TIFF layout ({samples} samples, photometric {photometric}, "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageCms
 
 from ..errors import InputImageError
 from . import read
@@ -134,7 +134,7 @@ def _encode(stream: IO[bytes], fmt: str, planes: np.ndarray, sixteen: bool, icc:
         # Pillow has no multi-channel 16-bit modes, so colour/alpha at 16 bits goes through OpenCV.
         cv2 = read.import_cv2()
         if cv2 is not None:
-            stream.write(_encode_16bit_cv2(cv2, fmt, planes, icc))
+            stream.write(_encode_16bit_png_cv2(cv2, planes, icc))
             return
         warnings.warn(
             "opencv-python-headless is not installed: writing 8-bit instead of 16-bit", RuntimeWarning, stacklevel=3
@@ -164,15 +164,15 @@ def _encode(stream: IO[bytes], fmt: str, planes: np.ndarray, sixteen: bool, icc:
     im.save(stream, format=fmt, **options)
 
 
-def _encode_16bit_cv2(cv2: Any, fmt: str, planes: np.ndarray, icc: bytes | None) -> bytes:
+def _encode_16bit_png_cv2(cv2: Any, planes: np.ndarray, icc: bytes | None) -> bytes:
     """16-bit RGB(A) PNG through OpenCV, with the ICC chunk added by us (OpenCV cannot embed one)."""
     ints = _quantise(planes, 16)
     order = [2, 1, 0] if ints.shape[2] == 3 else [2, 1, 0, 3]  # OpenCV wants BGR(A)
-    ok, buffer = cv2.imencode(".png" if fmt == "PNG" else ".tif", np.ascontiguousarray(ints[..., order]))
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(ints[..., order]))
     if not ok:
-        raise OSError(f"OpenCV could not encode a 16-bit {fmt}")
+        raise OSError("OpenCV could not encode a 16-bit PNG")
     data = buffer.tobytes()
-    if fmt == "PNG" and icc and _icc_fits(icc, "RGB"):
+    if icc and _icc_fits(icc, "RGB"):
         data = _png_with_icc(data, icc)
     return data
 
@@ -217,10 +217,8 @@ def _grey_to_srgb(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, byte
     grey = im.getchannel("L") if alpha is not None else im
     rgb, out_icc = grey.convert("RGB"), icc
     if icc and icc[16:20] == b"GRAY":
-        out_icc = None
-        with suppress(ImportError, OSError, ValueError):  # Pillow without littlecms, or a damaged profile
-            from PIL import ImageCms
-
+        out_icc = None  # unless the conversion below works: a grey profile must not tag an RGB file
+        with suppress(ImageCms.PyCMSError, OSError, ValueError):  # a damaged profile: plain grey values
             srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             rgb = ImageCms.profileToProfile(grey, source, srgb, outputMode="RGB") or rgb
