@@ -17,7 +17,7 @@
 #   OUT=/tmp/device_out bash benchmarks/device_check.sh       # the GPU tests skip; gpu.py says "no CUDA device"
 #   python benchmarks/gpu.py --device cpu --tiny --parity --scenarios B   # gpu.py's own code, on the CPU
 #
-# then run it there with carry [".whl", ".devshared"] and a timeout of about 540 s. Everything it
+# then run it there with carry [".whl", ".devshared"] and timeout_s 590. Everything it
 # measures lands in $OUT (tests log, one JSON line per scenario and variant). About 5-6 minutes expected on
 # one H100/H200; each step has its own time limit so that one slow part cannot eat the others, and the
 # riskiest step (torch.compile of the full UNet) runs last.
@@ -37,8 +37,9 @@ step() {  # step SECONDS LOGNAME COMMAND...: run one part with its own limit; a 
     echo "== exit ${PIPESTATUS[0]}" | tee -a "$OUT/$log"
 }
 
-step 150 gpu_tests.log python3 -m pytest -q -p no:cacheprovider -o addopts= -m "slow or not slow" tests/test_gpu.py
-step 200 bench_bf16.jsonl python3 benchmarks/gpu.py --precision bf16 --parity
-step 50 bench_fp16.jsonl python3 benchmarks/gpu.py --precision fp16 --parity --scenarios A B
-step 50 bench_channels_last.jsonl python3 benchmarks/gpu.py --precision bf16 --channels-last --scenarios A B
-step 180 bench_compile.jsonl python3 benchmarks/gpu.py --precision bf16 --compile --parity --scenarios A B
+# The limits add up to 540 s; with the wheel install and start-up the whole runs inside a 590 s timeout_s.
+step 120 gpu_tests.log python3 -m pytest -q -p no:cacheprovider -o addopts= -m "slow or not slow" tests/test_gpu.py
+step 180 bench_bf16.jsonl python3 benchmarks/gpu.py --precision bf16 --parity
+step 45 bench_fp16.jsonl python3 benchmarks/gpu.py --precision fp16 --parity --scenarios A B
+step 45 bench_channels_last.jsonl python3 benchmarks/gpu.py --precision bf16 --channels-last --scenarios A B
+step 150 bench_compile.jsonl python3 benchmarks/gpu.py --precision bf16 --compile --parity --scenarios A B

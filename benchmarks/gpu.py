@@ -179,6 +179,18 @@ def parity(reference: Any, out: Any, args: argparse.Namespace) -> dict:
             "compile": args.compile, "channels_last": args.channels_last}
 
 
+def fp32_reference(pipe: Any, args: argparse.Namespace) -> Any:
+    """Scenario B in true fp32: TF32 (on by default for cuDNN convolutions) has fp16's mantissa, so it is off."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return upscale(pipe, "B", 4, args).astype("float64")
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def build(args: argparse.Namespace, device: Device, dtype: Any) -> Any:
     from any_size import build_full, build_tiny
 
@@ -218,9 +230,11 @@ def main() -> int:
     args.vae_tile = args.vae_tile or DEFAULT_VAE_TILE
     torch.manual_seed(0)
     dtype = getattr(torch, DTYPES[args.precision])
+    if args.parity and args.offload:
+        ap.error("--parity measures on the device: run it without --offload")
     pipe = build(args, device, torch.float32 if args.parity else dtype)
     with torch.inference_mode():
-        reference = upscale(pipe, "B", 4, args).astype("float64") if args.parity else None
+        reference = fp32_reference(pipe, args) if args.parity else None
         if args.parity:
             pipe.to(dtype=dtype)  # the same weights, rounded
         if args.channels_last:  # an experiment: convolutions then run NHWC (the tiles stay NCHW)

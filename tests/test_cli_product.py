@@ -358,6 +358,22 @@ def test_tiles_that_do_not_fit_the_model_fail_once_not_per_image(tiny: dict[str,
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_prompt_embeddings_of_another_width_fail_once_naming_the_file(tiny: dict[str, str], tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import save_file
+
+    _photo(tmp_path / "in", "a.png")
+    _photo(tmp_path / "in", "b.png")
+    wide = tmp_path / "wide_embeds.safetensors"
+    save_file({"empty": torch.zeros(77, 1024)}, str(wide))  # SD-2.x width; the tiny model's is 32
+    flags = ["--checkpoint", tiny["ldm"], "--cfw-checkpoint", tiny["cfw"], "--config", tiny["config"],
+             "--prompt-embeds", str(wide), "--steps", "1", "-s", "2", "--device", "cpu", "-q"]
+    code = main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *flags])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(err) == 1, err
+    assert f"the embedding of the prompt '' in {wide} must be a (tokens, 32)" in err[0] and "(1, 77, 1024)" in err[0]
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where nobody can create folders")
 def test_uncreatable_output_folder_is_refused_even_for_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Permission bits say nothing for root (CI runs as root): the check makes and removes a real test folder."""

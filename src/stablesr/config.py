@@ -27,7 +27,9 @@ INITS: tuple[str, ...] = get_args(Init)
 DEFAULT_TILE_BATCH = 4  # latent tiles per network call when the free memory cannot be read
 DEFAULT_VAE_TILE = 1024  # VAE tile in image pixels
 MIN_VAE_TILE = 64
-MIN_TILE = 16  # latent px: the networks downsample a tile 8x, and below this their group norms see one value
+# Latent tile floor: the released models were trained on 64 px latents; tiles below 16 give poor results at many
+# times the network calls, and on small models the 8x-downsampled maps leave their group norms one value.
+MIN_TILE = 16
 
 
 ScriptGeometry = Literal["exact", "tile_script", "fixed_size", "oldcanvas"]

@@ -102,9 +102,7 @@ class Upscaler:
 
         options.with_model_defaults(self.pipe.config)
         vae_tiling(options.vae_tile_size, None if expert is None else expert.vae_tile_overlap)
-        self.pipe.encode_prompt(options.prompt)
-        if options.guidance_scale != 1.0:
-            self.pipe.encode_prompt(options.negative_prompt or "")
+        self.pipe.prepare_text(options, None, None)  # encodes (or finds) the prompts and checks their width
 
     def check_size(self, size: tuple[int, int], scale: float, max_pixels: int | None, *,
                    geometry: ScriptGeometry = "exact") -> None:

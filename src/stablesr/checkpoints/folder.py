@@ -112,9 +112,10 @@ def load_folder(path_or_repo: str | Path, *, revision: str | None = None, local_
 
         return CLIPTokenizer.from_pretrained(str(tok_dir))
 
-    cache = PromptEncoder.from_file(folder / PROMPT_FILE).cache if (folder / PROMPT_FILE).is_file() else {}
+    prompts = folder / PROMPT_FILE if (folder / PROMPT_FILE).is_file() else None
+    cache = PromptEncoder.from_file(prompts).cache if prompts else {}
     prompt_encoder = PromptEncoder(cache, text_encoder=build_text_encoder if text_dir.is_dir() else None,
-                                   tokenizer=build_tokenizer if tok_dir.is_dir() else None)
+                                   tokenizer=build_tokenizer if tok_dir.is_dir() else None, source=prompts)
     return ModelComponents(modules["unet"], modules["sft_adapter"], modules["time_aware_encoder"], modules["vae"],
                            struct_vae=modules.get("struct_vae"), prompt_encoder=prompt_encoder,
                            config=ModelConfig.from_dict(index.get("config", {})))

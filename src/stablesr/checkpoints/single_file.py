@@ -82,17 +82,18 @@ def build_from_single_file(
         raise CheckpointError(f"{ckpt}: has no VAE; give the CFW checkpoint (cfw_ckpt=...)")
 
     cache = PromptEncoder.from_file(prompt_embeds).cache if prompt_embeds else {}
+    source = prompt_embeds
     text_state = parts.text_encoder_state
     persist = None
     if text_state and not prompt_embeds:  # remember computed embeddings (the empty one above all) across runs
         persist = prompt_cache_file(ckpt)
         if persist.is_file():
             try:
-                cache = PromptEncoder.from_file(persist).cache
+                cache, source = PromptEncoder.from_file(persist).cache, persist
             except Exception:  # noqa: BLE001 - a damaged cache is recomputed
                 cache = {}
     prompt_encoder = PromptEncoder(cache, text_encoder=(lambda: text_encoder_from_state(text_state)) if text_state
-                                   else None, persist_to=persist)
+                                   else None, persist_to=persist, source=source)
     config_ = replace(ModelConfig(), **{k: v for k, v in variant.items() if k.startswith("default_")},
                       parameterization=spec.parameterization, sample_size=spec.image_size,
                       scale_factor=spec.scale_factor, linear_start=spec.linear_start, linear_end=spec.linear_end,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..config import PREDICTIONS
+from ..config import MIN_TILE, PREDICTIONS
 from ..errors import UsageError
 from ..hub import ModelSpec, looks_like_repo_id
 from ..runtime.console import one_line
@@ -96,7 +96,7 @@ def add_model_flags(group: Any, *, model_help: str, checkpoint_flag: bool = True
     group.add_argument("--prediction-type", choices=PREDICTIONS, default=None,
                        help="what the diffusion model predicts (eps, or v for 768-v models); default: the release "
                             "file's, the config's, or eps with a warning")
-    group.add_argument("--sample-size", "--input-size", metavar="PX", type=number(int, 64), default=None,
+    group.add_argument("--sample-size", "--input-size", metavar="PX", type=number(int, MIN_TILE * 8), default=None,
                        help="the model's native resolution (512, or 768 for 768-v); default: the release file's, "
                             "the config's, or 512")
     group.add_argument("--config", metavar="PATH", help="official-style YAML/JSON model config (other architectures)")

@@ -153,7 +153,8 @@ def _check_size_and_frames(p: Path, width: int, height: int, frames: int, max_pi
         raise InputImageError(
             p,
             f"image is {width}x{height} ({width * height:,} pixels), above the limit of {max_pixels:,} "
-            "pixels (possible decompression bomb); raise the limit (--max-pixels, 0 = none) if the file is trusted",
+            "pixels (possible decompression bomb); raise the limit (--max-pixels, max_pixels= in Python; "
+            "0 = none) if the file is trusted",
         )
     if frames > 1:
         raise InputImageError(p, f"animated or multi-page image ({frames} frames) is not supported; save one frame")

@@ -30,6 +30,8 @@ class PromptEncoder:
         text_encoder: a ``CLIPTextModel`` or a zero-argument callable that builds one on first use.
         tokenizer: a ``CLIPTokenizer``, a callable returning one, or ``None`` to fetch the SD-2.1
             tokenizer from the hub when a non-empty prompt is first encoded.
+        persist_to: a file where embeddings computed by the text encoder are saved.
+        source: the file ``cache`` came from (named in error messages).
 
     Example:
         >>> enc = PromptEncoder.from_file("prompt_embeds.safetensors")  # doctest: +SKIP
@@ -40,12 +42,13 @@ class PromptEncoder:
     def __init__(self, cache: dict[str, torch.Tensor] | None = None,
                  text_encoder: nn.Module | Callable[[], nn.Module] | None = None,
                  tokenizer: object | Callable[[], object] | None = None,
-                 persist_to: str | Path | None = None) -> None:
+                 persist_to: str | Path | None = None, source: str | Path | None = None) -> None:
         self.cache = {k: (v if v.ndim == 3 else v[None]).float() for k, v in (cache or {}).items()}
         self._text_encoder = text_encoder
         self._tokenizer = tokenizer
         self.persist_to = Path(persist_to) if persist_to else None  # computed embeddings are saved here
         self.device: torch.device | None = None  # where a lazily built text encoder goes
+        self.source = Path(source) if source else None  # the file the cache was read from, for messages
 
     def to(self, device: torch.device | str | None) -> PromptEncoder:
         """Run the text encoder on ``device`` (now if built, else when it is built)."""
@@ -77,6 +80,7 @@ class PromptEncoder:
             raise CheckpointError(f"{path}: not a prompt-embeddings file (expected (tokens, width) tensors)")
         defaults = {"empty": ""}
         cache = {prompts.get(k, defaults.get(k, k)): v for k, v in tensors.items()}
+        kwargs.setdefault("source", path)
         return cls(cache, **kwargs)
 
     def save(self, path: str | Path) -> None:

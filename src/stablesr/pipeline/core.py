@@ -189,27 +189,28 @@ class StableSRPipeline(PipelineModels):
 
     def prepare_text(self, options: UpscaleOptions, prompt_embeds: torch.Tensor | None,
                      negative_prompt_embeds: torch.Tensor | None) -> TextConditioning:
-        cond = prompt_embeds if prompt_embeds is not None else self.encode_prompt(options.prompt)
-        uncond = None
-        if options.guidance_scale != 1.0:
-            uncond = (negative_prompt_embeds if negative_prompt_embeds is not None
-                      else self.encode_prompt(options.negative_prompt or ""))
-        elif negative_prompt_embeds is not None:
+        if negative_prompt_embeds is not None and options.guidance_scale == 1.0:
             raise OptionsError("a negative prompt needs guidance_scale != 1 (the official scripts use 7)")
+        cond = self._context(prompt_embeds, options.prompt, "prompt_embeds")
+        uncond = (None if options.guidance_scale == 1.0 else
+                  self._context(negative_prompt_embeds, options.negative_prompt or "", "negative_prompt_embeds"))
+        return TextConditioning(cond, uncond, float(options.guidance_scale))
+
+    def _context(self, given: torch.Tensor | None, prompt: str, name: str) -> torch.Tensor:
+        """``given`` contexts, or the (cached) embedding of ``prompt``, as (batch, tokens, width) on the device;
+        raises if the width is not the UNet's cross-attention width (1024 for SD 2.x)."""
+        context = given if given is not None else self.encode_prompt(prompt)
         unet_config: Any = self.unet.config
-        width = unet_config.cross_attention_dim  # the text context's width, e.g. 1024 for SD 2.x
+        width = unet_config.cross_attention_dim
         width = width[0] if isinstance(width, (list, tuple)) else width
-
-        def prep(name: str, t: torch.Tensor) -> torch.Tensor:
-            if not isinstance(t, torch.Tensor) or t.ndim not in (2, 3) or t.shape[-1] != width:
-                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                raise OptionsError(f"{name} must be a (tokens, {width}) or (batch, tokens, {width}) tensor for this "
-                                   f"model, got {got}")
-            return (t if t.ndim == 3 else t[None]).to(self.device, torch.float32)
-
-        return TextConditioning(prep("prompt_embeds", cond),
-                                None if uncond is None else prep("negative_prompt_embeds", uncond),
-                                float(options.guidance_scale))
+        if not isinstance(context, torch.Tensor) or context.ndim not in (2, 3) or context.shape[-1] != width:
+            source = self.prompt_encoder.source
+            what = name if given is not None else (f"the embedding of the prompt {prompt!r}"
+                                                   + (f" in {source}" if source else ""))
+            got = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
+            raise OptionsError(f"{what} must be a (tokens, {width}) or (batch, tokens, {width}) tensor for this "
+                               f"model, got {got}")
+        return (context if context.ndim == 3 else context[None]).to(self.device, torch.float32)
 
     def prepare_schedule(self, options: UpscaleOptions, quirks: Quirks, start_timestep: int | None) -> SamplerPlan:
         cfg = self.config
