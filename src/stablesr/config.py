@@ -244,7 +244,8 @@ def check_options(o: UpscaleOptions) -> None:
     if o.negative_prompt is not None and o.guidance_scale == 1.0:
         raise OptionsError("a negative prompt needs guidance_scale != 1 (the official scripts use 7)")
     if o.tile_size is not None and o.tile_size < MIN_TILE:
-        raise GeometryError(f"tile size must be at least {MIN_TILE} latent px ({MIN_TILE * 8} image px), got {o.tile_size}")
+        raise GeometryError(f"tile size must be at least {MIN_TILE} latent px ({MIN_TILE * 8} image px), "
+                            f"got {o.tile_size}")
     if o.tile_overlap is not None and (o.tile_overlap < 0 or (o.tile_size is not None and o.tile_overlap >= o.tile_size)):
         raise GeometryError(f"tile overlap must be in [0, tile size {o.tile_size}), got {o.tile_overlap}")
     if o.tile_batch_size is not None and o.tile_batch_size < 1:
