@@ -124,7 +124,8 @@ def _decode_opened(p: Path, im: ImageFile.ImageFile, max_pixels: int | None) -> 
     _check_size_and_frames(p, width, height, 1 if im.format == "MPO" else frames, max_pixels)
 
     fmt = im.format or "unknown"
-    if fmt == "TIFF" and im.tag_v2.get(_TIFF_PLANAR_CONFIG) == 2 and im.tag_v2.get(_TIFF_BITS, (8,))[0] == 16:
+    tags = getattr(im, "tag_v2", {}) if fmt == "TIFF" else {}
+    if tags.get(_TIFF_PLANAR_CONFIG) == 2 and 16 in np.atleast_1d(tags.get(_TIFF_BITS, 8)):
         return _decode_tiff(p, max_pixels)  # Pillow reads 16-bit planes as 8-bit, with the samples mixed
     rawmode = _tile_rawmode(im)  # before load(), which clears the tiles
     # Decoding here also validates 16-bit files before OpenCV sees them: OpenCV only prints
