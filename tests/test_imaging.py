@@ -69,7 +69,7 @@ def test_upscale_options_are_checked_and_take_model_defaults() -> None:
 
     for bad in ({"fidelity": 1.5}, {"scale": 0}, {"sampler": "euler"}, {"color_fix": "sepia"}, {"steps": 0},
                 {"negative_prompt": "blurry"}, {"tile_batch_size": 0}, {"steps": 1.5}, {"steps": True},
-                {"tile_size": 32.0}, {"vae_tile_size": "512"}):
+                {"tile_size": 32.0}, {"vae_tile_size": "512"}, {"seed": 2**64}, {"seed": 1.5}):
         with pytest.raises(OptionsError):
             UpscaleOptions(**bad)
     with pytest.raises(GeometryError):

@@ -334,6 +334,10 @@ def test_api_errors_are_one_line_messages(client: object, images: dict) -> None:
         client.predict(image=handle_file(str(images["corrupt"])), steps=2, api_name="/upscale")
     with pytest.raises(Exception, match=r"tile overlap must be in \[0, tile size 16\), got 16"):
         client.predict(image=handle_file(str(images["rgb"])), steps=2, tile=16, tile_overlap=16, api_name="/upscale")
+    with pytest.raises(Exception, match=r"^tile size must be at least 16 latent px"):  # the field is named
+        client.predict(image=handle_file(str(images["rgb"])), steps=2, tile=8, api_name="/upscale")
+    with pytest.raises(Exception, match=r"^seed must be in \[-2\*\*63, 2\*\*64\)"):  # not blamed on the image
+        client.predict(image=handle_file(str(images["rgb"])), steps=2, seed=10**23, api_name="/upscale")
 
 
 def test_api_requests_queue_and_report_steps(client: object, images: dict) -> None:
@@ -364,13 +368,26 @@ def test_api_requests_queue_and_report_steps(client: object, images: dict) -> No
     assert Status.IN_QUEUE in {code for code, _ in seen["second"]}, seen["second"]
 
 
-def test_stop_removes_private_temp_folder(server: Server) -> None:
-    """Last in this module: SIGTERM stops the server cleanly and its temporary folder is gone."""
+def test_stop_during_an_upscale_is_clean_and_removes_private_temp_folder(server: Server, client: object,
+                                                                         images: dict) -> None:
+    """Last in this module: SIGTERM while an upscale runs ends it at its next step and the server exits 0 (it
+    used to exit while the worker thread was inside torch: "terminate called", exit 134); the folder is gone."""
+    from gradio_client import handle_file
+    from gradio_client.utils import Status
+
     assert [p.name for p in server.tmpdir.iterdir() if p.name.startswith("stablesr-ui-")]
+    job = client.submit(image=handle_file(str(images["rgb"])), scale=2, steps=1000, api_name="/upscale")
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    while job.status().code != Status.PROGRESS:  # inside the sampling loop
+        assert time.monotonic() < deadline and not job.done(), job.status()
+        time.sleep(0.05)
+    started = time.monotonic()
     assert server.stop() == 0, server.log.read_text()
+    assert time.monotonic() - started < 30  # not the remaining ~1000 steps
     assert not [p.name for p in server.tmpdir.iterdir() if p.name.startswith("stablesr-ui-")]
     log = server.log.read_text()
-    assert "serving on http://127.0.0.1:" in log and "Traceback" not in log
+    assert "serving on http://127.0.0.1:" in log and "stopping" in log
+    assert "Traceback" not in log and "terminate called" not in log
 
 
 # --------------------------------------------------------------------------------------------- model errors

@@ -223,10 +223,12 @@ def check_options(o: UpscaleOptions) -> None:
     """Raise :class:`OptionsError` (or :class:`GeometryError` for tiles) for impossible options."""
     if not (isinstance(o.scale, (int, float)) and math.isfinite(o.scale) and o.scale > 0):
         raise OptionsError(f"scale must be a positive finite number, got {o.scale}")
-    for name in ("steps", "tile_size", "tile_overlap", "tile_batch_size", "vae_tile_size"):
+    for name in ("steps", "seed", "tile_size", "tile_overlap", "tile_batch_size", "vae_tile_size"):
         value = getattr(o, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
             raise OptionsError(f"{name} must be a whole number, got {value!r}")
+    if not -(2**63) <= o.seed < 2**64:  # what torch.Generator.manual_seed takes
+        raise OptionsError(f"seed must be in [-2**63, 2**64), got {o.seed}")
     if o.steps is not None and not 1 <= o.steps <= 1000:
         raise OptionsError(f"steps must be in 1..1000, got {o.steps}")
     if o.sampler not in SAMPLERS:

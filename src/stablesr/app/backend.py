@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,6 +114,9 @@ class Backend:
         self.defaults = ModelDefaults(cfg.name, int(cfg.default_steps), float(cfg.default_fidelity),
                                       str(cfg.default_color_fix), int(cfg.sample_size // 8))
         self._prompt_lock = threading.Lock()  # the text encoder loads lazily: once, not once per thread
+        self._stopping = threading.Event()
+        self._running = 0  # upscales in progress, under _idle
+        self._idle = threading.Condition()
 
     @classmethod
     def load(cls, spec: ModelSpec, *, device: str | None = None, precision: str | None = None,
@@ -143,6 +147,29 @@ class Backend:
 
         The result is a PNG that keeps what the CLI keeps (16-bit depth, alpha, grey, ICC profile).
         """
+        if self._stopping.is_set():
+            raise StableSRError("the server is stopping")
+        with self._idle:
+            self._running += 1
+        try:
+            return self._upscale_file(source, out_dir, options)
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """Refuse new upscales, end the running ones at their next sampling step, and wait for them (at most
+        ``timeout_s``): a process that exits while a worker thread is inside torch aborts. True if all ended."""
+        self._stopping.set()
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._running and time.monotonic() < deadline:
+                self.upscaler.pipe._interrupt = True  # again each time: a call that starts resets it
+                self._idle.wait(0.2)
+            return self._running == 0
+
+    def _upscale_file(self, source: Path, out_dir: Path, options: UpscaleOptions) -> Result:
         from ..imageio.read import read_image
         from ..imageio.write import write_image
         from ..imaging.alpha import upscale_alpha

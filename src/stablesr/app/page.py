@@ -77,8 +77,9 @@ def build_demo(backend: Backend | None, options: PageOptions, load_error: str | 
                 preset = gr.Dropdown(choices, value=preset_value, label="Preset (applies its recommended settings)",
                                      elem_id="preset")
                 scale = gr.Slider(1, 8, value=4, step=0.25, label="Scale", elem_id="scale")
-                steps = gr.Number(defaults.steps, precision=0, minimum=1, maximum=1000, label="Steps",
-                                  elem_id="steps")
+                # no minimum/maximum on the numbers: Gradio's own range error names no field (and logs a
+                # traceback); UpscaleOptions checks them and says which setting is wrong
+                steps = gr.Number(defaults.steps, precision=0, label="Steps (1-1000)", elem_id="steps")
                 fidelity = gr.Slider(0, 1, value=defaults.fidelity, step=0.05,
                                      label="Fidelity w (0 = realistic, 1 = faithful)", elem_id="fidelity")
                 color_fix = gr.Radio(list(COLOR_FIXES), value=defaults.color_fix, label="Colour fix",
@@ -87,9 +88,9 @@ def build_demo(backend: Backend | None, options: PageOptions, load_error: str | 
                     sampler = gr.Radio(list(SAMPLERS), value="ddpm", label="Sampler", elem_id="sampler")
                     seed = gr.Number(42, precision=0, label="Seed", elem_id="seed")
                     with gr.Row():
-                        tile = gr.Number(defaults.tile, precision=0, minimum=MIN_TILE, label="Tile (latent px)",
+                        tile = gr.Number(defaults.tile, precision=0, label=f"Tile (latent px, >= {MIN_TILE})",
                                          elem_id="tile")
-                        tile_overlap = gr.Number(defaults.tile_overlap, precision=0, minimum=0,
+                        tile_overlap = gr.Number(defaults.tile_overlap, precision=0,
                                                  label="Tile overlap (latent px)", elem_id="tile-overlap")
                     guidance = gr.Slider(0, 15, value=1.0, step=0.5, label="Guidance scale (1 = off)",
                                          elem_id="guidance")
@@ -251,6 +252,9 @@ def _add_api(backend: Backend | None, options: PageOptions, load_error: str | No
         try:
             settings = _settings(scale, steps, fidelity, color_fix, sampler, seed, tile, tile_overlap,
                                  guidance_scale, prompt, negative_prompt)
+        except Exception as exc:  # noqa: BLE001 - a bad setting is the caller's to fix, not the image's fault
+            raise gr.Error(str(exc), print_exception=False) from None
+        try:
             progress(0, desc=Path(image).name)
             result = model.upscale_file(Path(image), _new_request_dir(options), settings)
         except Exception as exc:  # noqa: BLE001 - the caller gets the one-line reason

@@ -104,6 +104,8 @@ def _serve(opts: ServerOptions, backend: Any, load_error: str | None, private: P
     except KeyboardInterrupt:
         _note("stopping")
     finally:
+        if backend is not None and not backend.stop():
+            _note("warning: an upscale did not end in time")
         with suppress(Exception):
             demo.close()
     return 0
