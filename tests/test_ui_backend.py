@@ -53,6 +53,48 @@ def test_upscale_file_refuses_images_above_the_pixel_limit(backend: Backend, tmp
     assert not (tmp_path / "out").exists()
 
 
+def test_a_cancelled_upscale_stops_at_its_next_step_and_a_stopped_backend_takes_no_more(
+        backend: Backend, data_dir: Path, tmp_path: Path) -> None:
+    from stablesr.errors import CancelledError, StableSRError
+
+    source = tmp_path / "photo.png"
+    with Image.open(data_dir / "real_lr" / "0030.jpg") as im:
+        im.convert("RGB").resize((40, 32)).save(source)
+    asked: list[int] = []
+
+    def cancelled() -> bool:  # the page goes away during step 3
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(CancelledError):
+        backend.upscale_file(source, tmp_path / "out", UpscaleOptions(scale=2, steps=500), cancelled)
+    assert len(asked) == 3  # asked once per step, and nothing ran after the third
+    result = backend.upscale_file(source, tmp_path / "out2", UpscaleOptions(scale=2, steps=2), lambda: False)
+    assert result.size == (80, 64)  # the next request runs normally
+
+    assert backend.stop(timeout_s=5)  # nothing running: returns at once
+    with pytest.raises(StableSRError, match="the server is stopping"):
+        backend.upscale_file(source, tmp_path / "out3", UpscaleOptions(scale=2, steps=1))
+    backend._stopping.clear()  # the module's other tests share this backend
+
+
+def test_running_sessions_cancel_only_the_page_that_went_away() -> None:
+    pytest.importorskip("gradio")
+    from types import SimpleNamespace
+
+    from stablesr.app.page import _RunningSessions
+
+    sessions = _RunningSessions()
+    a, b = SimpleNamespace(session_hash="a"), SimpleNamespace(session_hash="b")
+    with sessions.running(a) as a_cancelled, sessions.running(b) as b_cancelled:
+        assert not a_cancelled() and not b_cancelled()
+        sessions.end(a)  # page a reloaded
+        assert a_cancelled() and not b_cancelled()
+        sessions.end(SimpleNamespace(session_hash="c"))  # a page with nothing running: nothing happens
+    with sessions.running(a) as again:  # a new run of that session starts uncancelled
+        assert not again()
+
+
 def test_error_messages_name_the_upload_not_the_server_path() -> None:
     exc = InputImageError("/tmp/stablesr-ui-abc/gradio/123/x.png", "not a recognised image file")
     assert describe_error(exc, "x.png") == "x.png: not a recognised image file"

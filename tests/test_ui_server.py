@@ -368,6 +368,26 @@ def test_api_requests_queue_and_report_steps(client: object, images: dict) -> No
     assert Status.IN_QUEUE in {code for code, _ in seen["second"]}, seen["second"]
 
 
+def test_reloading_the_page_cancels_its_upscale_and_frees_the_queue(server: Server, browser: object, client: object,
+                                                                     images: dict) -> None:
+    """A reloaded page's 1000-step run (about 90 s here) is cancelled, so the next request in the queue (one step,
+    a few seconds) does not wait for it."""
+    from gradio_client import handle_file
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(browser, server.url)
+    upload(browser, wait, images["rgb"])
+    set_number(browser, "#steps input[type=number]", 1000)
+    browser.find_element(By.ID, "run-btn").click()
+    time.sleep(8)  # loading the image and the first steps (about 4 s of fixed work, then 0.09 s a step)
+    browser.refresh()
+    started = time.monotonic()
+    result = client.submit(image=handle_file(str(images["rgba"])), scale=2, steps=1, api_name="/upscale")
+    assert Path(result.result(timeout=RESULT_TIMEOUT_S)).is_file()
+    assert time.monotonic() - started < 40, "the reloaded page's run was not cancelled"
+    assert "Traceback" not in server.log.read_text()
+
+
 def test_stop_during_an_upscale_is_clean_and_removes_private_temp_folder(server: Server, client: object,
                                                                          images: dict) -> None:
     """Last in this module: SIGTERM while an upscale runs ends it at its next step and the server exits 0 (it

@@ -38,3 +38,7 @@ class OptionsError(StableSRError, ValueError):
 
 class UsageError(StableSRError):
     """The command line is wrong (bad flag, no inputs, conflicting options): exit code 2."""
+
+
+class CancelledError(StableSRError):
+    """The caller gave up on a run (a web page closed or reloaded); raised at the next sampling step."""

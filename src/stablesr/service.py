@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import Init, Quirks, ScriptGeometry, UpscaleOptions
-from .errors import OptionsError, StableSRError
+from .errors import CancelledError, OptionsError, StableSRError
 from .hub import ModelSpec, load_model
 from .imageio.read import LoadedImage
 from .runtime.memory import with_oom_backoff
@@ -68,6 +68,16 @@ class ExpertOptions:
             raise OptionsError("start_timestep needs init noised_lr (it noises the LR latent to that step)")
         if self.vae_tile_overlap is not None and self.vae_tile_overlap < 0:
             raise OptionsError(f"vae_tile_overlap must be >= 0, got {self.vae_tile_overlap}")
+
+
+def stop_if(cancelled: Callable[[], bool]) -> Callable[..., None]:
+    """A step callback that raises :class:`CancelledError` once ``cancelled()`` is true."""
+
+    def check(*_: object) -> None:
+        if cancelled():
+            raise CancelledError("cancelled")
+
+    return check
 
 
 class Upscaler:
@@ -125,7 +135,8 @@ class Upscaler:
 
     def upscale(self, image: LoadedImage | np.ndarray, options: UpscaleOptions,
                 expert: ExpertOptions | None = None, *, reference: np.ndarray | None = None,
-                note: Callable[[str], None] | None = None) -> UpscaleResult:
+                note: Callable[[str], None] | None = None,
+                cancelled: Callable[[], bool] | None = None) -> UpscaleResult:
         """Upscale one image: a :class:`~stablesr.imageio.read.LoadedImage`, or an HxW[x3|x4] array in [0, 1].
 
         The noise comes from a CPU generator seeded with ``options.seed``, so every device and every
@@ -134,6 +145,8 @@ class Upscaler:
         accelerator out-of-memory error the image is retried with half the tile batch, then half the VAE
         tile, and ``note`` (default ``print``) gets one line saying so. ``reference`` (an HxWx3 array in
         [0, 1], any size) turns on face reference guidance (the official face script's ``--ref-img``).
+        ``cancelled`` is asked after every sampling step; True raises :class:`~stablesr.errors.CancelledError`
+        (for this call only: other threads' calls on the same pipeline go on).
         """
         import torch
 
@@ -152,7 +165,7 @@ class Upscaler:
                 tile_size=o.tile_size, tile_overlap=o.tile_overlap, tile_batch_size=o.tile_batch_size,
                 vae_tile_size=o.vae_tile_size, generator=torch.Generator().manual_seed(o.seed), output_type="np",
                 init=x.init, start_timestep=x.start_timestep, vae_tile_overlap=x.vae_tile_overlap, quirks=x.quirks,
-                reference_image=reference,
+                reference_image=reference, callback=None if cancelled is None else stop_if(cancelled),
             )
 
         side = round(max(np.shape(pixels)[:2]) * options.scale)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -142,17 +143,19 @@ class Backend:
     def description(self) -> str:
         return f"{self.defaults.name} on {self.upscaler.pipe.device}"
 
-    def upscale_file(self, source: Path, out_dir: Path, options: UpscaleOptions) -> Result:
+    def upscale_file(self, source: Path, out_dir: Path, options: UpscaleOptions,
+                     cancelled: Callable[[], bool] | None = None) -> Result:
         """Upscale the image file ``source`` into ``out_dir`` (created); raises on failure.
 
         The result is a PNG that keeps what the CLI keeps (16-bit depth, alpha, grey, ICC profile).
+        ``cancelled`` is asked after every sampling step (True: :class:`~stablesr.errors.CancelledError`).
         """
         if self._stopping.is_set():
             raise StableSRError("the server is stopping")
         with self._idle:
             self._running += 1
         try:
-            return self._upscale_file(source, out_dir, options)
+            return self._upscale_file(source, out_dir, options, cancelled)
         finally:
             with self._idle:
                 self._running -= 1
@@ -169,7 +172,8 @@ class Backend:
                 self._idle.wait(0.2)
             return self._running == 0
 
-    def _upscale_file(self, source: Path, out_dir: Path, options: UpscaleOptions) -> Result:
+    def _upscale_file(self, source: Path, out_dir: Path, options: UpscaleOptions,
+                      cancelled: Callable[[], bool] | None) -> Result:
         from ..imageio.read import read_image
         from ..imageio.write import write_image
         from ..imaging.alpha import upscale_alpha
@@ -177,7 +181,7 @@ class Backend:
         img = read_image(source, max_pixels=self.max_pixels)
         with self._prompt_lock:
             self.upscaler.check(options)
-        result = self.upscaler.upscale(img, options)
+        result = self.upscaler.upscale(img, options, cancelled=cancelled)
         height, width = result.rgb.shape[:2]
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = Path(source).stem or "image"

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import functools
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import gradio as gr
 
 from ..config import MIN_TILE
+from ..errors import CancelledError
 from .backend import (
     COLOR_FIXES,
     SAMPLERS,
@@ -49,6 +52,36 @@ class PageOptions:
     concurrency: int = 1
     queue_size: int = 32
     max_pixels: int | None = None
+
+
+class _RunningSessions:
+    """The sessions with an upscale in progress; closing or reloading such a page cancels its upscale at the next
+    sampling step, so an abandoned request does not hold the model (and the queue) for minutes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ended: dict[str, threading.Event] = {}
+
+    @contextmanager
+    def running(self, request: gr.Request | None) -> Iterator[Callable[[], bool]]:
+        """Yields the run's cancellation check (true once its page has gone)."""
+        session, gone = getattr(request, "session_hash", None), threading.Event()
+        if session:
+            with self._lock:
+                self._ended[session] = gone
+        try:
+            yield gone.is_set
+        finally:
+            if session:
+                with self._lock:
+                    self._ended.pop(session, None)
+
+    def end(self, request: gr.Request) -> None:
+        """``demo.unload``: the page was closed or reloaded."""
+        with self._lock:
+            gone = self._ended.get(getattr(request, "session_hash", None) or "")
+        if gone is not None:
+            gone.set()
 
 
 def build_demo(backend: Backend | None, options: PageOptions, load_error: str | None = None) -> gr.Blocks:
@@ -111,7 +144,9 @@ def build_demo(backend: Backend | None, options: PageOptions, load_error: str | 
 
         preset.change(_apply_preset(presets, defaults), inputs=preset, outputs=[steps, fidelity, color_fix],
                       api_visibility="undocumented")
-        run.click(_run_batch(backend, options, load_error),
+        sessions = _RunningSessions()
+        demo.unload(sessions.end)
+        run.click(_run_batch(backend, options, load_error, sessions),
                   inputs=[files, scale, steps, fidelity, color_fix, sampler, seed, tile, tile_overlap, guidance,
                           prompt, negative_prompt],
                   outputs=[slider, gallery, downloads, status, pairs],
@@ -174,10 +209,11 @@ def _check_ready(backend: Backend | None, load_error: str | None) -> Backend:
     return backend
 
 
-def _run_batch(backend: Backend | None, options: PageOptions, load_error: str | None) -> Callable[..., tuple]:
+def _run_batch(backend: Backend | None, options: PageOptions, load_error: str | None,
+               sessions: _RunningSessions) -> Callable[..., tuple]:
     def run_batch(files: list[str] | None, scale: float, steps: float | None, fidelity: float, color_fix: str,
                   sampler: str, seed: float | None, tile: float | None, tile_overlap: float | None, guidance: float,
-                  prompt: str, negative_prompt: str,
+                  prompt: str, negative_prompt: str, request: gr.Request,
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008 - the step bars
         model = _check_ready(backend, load_error)
         if not files:
@@ -191,13 +227,16 @@ def _run_batch(backend: Backend | None, options: PageOptions, load_error: str | 
         started = time.monotonic()
         results: list[Result] = []
         failures: list[str] = []
-        for k, path in enumerate(files):
-            name = Path(path).name
-            progress(k / len(files), desc=f"{name} ({k + 1}/{len(files)})")
-            try:
-                results.append(model.upscale_file(Path(path), folder / str(k), settings))
-            except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
-                failures.append(describe_error(exc, name))
+        with sessions.running(request) as cancelled:
+            for k, path in enumerate(files):
+                name = Path(path).name
+                progress(k / len(files), desc=f"{name} ({k + 1}/{len(files)})")
+                try:
+                    results.append(model.upscale_file(Path(path), folder / str(k), settings, cancelled))
+                except CancelledError:  # the page is gone: nobody to show the rest to
+                    raise gr.Error("cancelled: the page was closed or reloaded", print_exception=False) from None
+                except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
+                    failures.append(describe_error(exc, name))
         if not results:
             raise gr.Error(" ".join(failures), print_exception=False)
         if failures:
