@@ -78,6 +78,38 @@ def test_cfw_from_a_plain_vae_gets_fresh_fusion_layers(tiny_weights):
     assert torch.equal(vae.encoder.conv_in.weight, ref["first_stage_model.encoder.conv_in.weight"].float())
 
 
+def test_fresh_fusion_layers_follow_the_seed_and_unused_settings_are_refused(cfw_data, tiny_weights, tmp_path):
+    from stablesr.errors import StableSRError
+    from stablesr.training.cfw import check_cfw_config
+    from stablesr.training.config import ConfigError
+
+    out, _, _ = cfw_data
+    common = {"base": str(tiny_weights["ldm"]), "data.root": str(out), "data.num_workers": 0,  # a VAE: fresh fusion
+              "loss.allow_random_lpips": True, "max_steps": 1, "gradient_accumulation_steps": 1, "log_with": None,
+              "checkpointing_steps": 0, "export_official": False}
+    runs = [train_cfw(load_config(CFWTrainConfig, None, {**common, "output_dir": str(tmp_path / name), **extra}))
+            for name, extra in (("a", {}), ("b", {}), ("c", {"seed": 7}))]
+    weights = [load_file(str(r.model_dir / "diffusion_pytorch_model.safetensors")) for r in runs]
+    fusion = [k for k in weights[0] if k.startswith("fusion_layers.")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in fusion)  # same seed, same fresh layers
+    assert any(not torch.equal(weights[0][k], weights[2][k]) for k in fusion)
+    assert runs[0].official_ckpt is None and not (tmp_path / "a" / "stablesr_cfw.ckpt").exists()
+
+    for extra, named in (({"ema_decay": 0.5}, "ema_decay"), ({"optim.lr_scheduler": "linear"}, "optim.lr_scheduler"),
+                         ({"optim.weight_decay": 1.0}, "optim.weight_decay")):
+        with pytest.raises(StableSRError, match=f"train cfw does not use {named}"):
+            check_cfw_config(load_config(CFWTrainConfig, None, {**common, **extra}))
+    with pytest.raises(StableSRError, match="not a stablesr model folder"):
+        check_cfw_config(load_config(CFWTrainConfig, None, {**common, "pipeline": str(tmp_path)}))
+    for bad, message in (({"optim.betas": [0.5]}, "optim.betas must be two numbers"),
+                         ({"train_batch_size": 0}, "train_batch_size must be at least 1"),
+                         ({"max_steps": -1}, "max_steps must be at least 1")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(CFWTrainConfig, None, {**common, **bad})
+    with pytest.raises(ConfigError, match="mixed_precision must be no or fp16 or bf16"):
+        load_config(MakeCFWDataConfig, None, {"mixed_precision": "fp8"})
+
+
 def test_lpips_parts_use_torchvision_and_lpips_names(tmp_path):
     feats = vgg16_features()
     sd = {f"features.{k}": v for k, v in feats.state_dict().items()}

@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        print("interrupted; continue with --resume-from-checkpoint latest", flush=True)
+        again = ("run the same command again: finished pairs are kept" if args.func is run_make_cfw_data
+                 else "continue with --resume-from-checkpoint latest")
+        print(f"interrupted; {again}", flush=True)
         raise
 
 

@@ -36,6 +36,7 @@ from ..diffusion.denoiser import Conditioning, StableSRDenoiser, TextConditionin
 from ..diffusion.sampling import NoiseSource, q_sample, sample_ddpm
 from ..diffusion.schedules import DiffusionSchedule
 from ..errors import CheckpointError, InputImageError, StableSRError
+from ..hub import looks_like_repo_id
 from ..imageio.naming import IMAGE_EXTENSIONS
 from ..imageio.read import read_image
 from ..imageio.write import write_image
@@ -77,6 +78,7 @@ __all__ = [
     "load_cfw",
     "load_ldm",
     "load_state_dict",
+    "looks_like_repo_id",
     "official_cfw_config",
     "official_ldm_config",
     "q_sample",

@@ -117,16 +117,37 @@ def _collate(items: list[dict]) -> dict:
             for k in items[0]}
 
 
+def check_cfw_config(cfg: CFWTrainConfig) -> None:
+    """Refuse, before any work, settings stage 2 does not use (they would be silently ignored) and a
+    ``pipeline`` that is not a model folder (found only at the export otherwise, after the whole run)."""
+    from ._deps import looks_like_repo_id
+
+    o, defaults = cfg.optim, CFWTrainConfig().optim
+    unused = {"ema_decay": cfg.ema_decay is not None, "gradient_checkpointing": cfg.gradient_checkpointing,
+              "optim.lr_scheduler": o.lr_scheduler != defaults.lr_scheduler,
+              "optim.lr_warmup_steps": o.lr_warmup_steps != defaults.lr_warmup_steps,
+              "optim.weight_decay": o.weight_decay != defaults.weight_decay}
+    named = [name for name, is_set in unused.items() if is_set]
+    if named:
+        raise StableSRError(f"train cfw does not use {', '.join(named)} (stage 2 is Adam at a constant lr on the "
+                            "fusion layers, as the official recipe); remove them")
+    if cfg.pipeline and not (Path(cfg.pipeline) / "model_index.json").is_file() and not (
+            looks_like_repo_id(cfg.pipeline) and not Path(cfg.pipeline).exists()):
+        raise StableSRError(f"pipeline {cfg.pipeline}: not a stablesr model folder (no model_index.json); give "
+                            "the stage-1 output's model/ folder")
+
+
 def train_cfw(cfg: CFWTrainConfig, *, stop_after: int | None = None) -> CFWResult:
     """Run (or resume) stage 2; ``stop_after`` ends this invocation early (see :func:`train_sft`)."""
+    check_cfw_config(cfg)
     acc = make_accelerator(cfg)
     out = Path(cfg.output_dir)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     dev = acc.device
+    torch.manual_seed(cfg.seed)  # fresh fusion layers, the discriminator's N(0, 0.02), a test-mode random VGG
     vae = load_cfw_base(cfg.base, cfg.cfw_config).to(dev).eval().requires_grad_(False)
     vae.fusion_layers.train().requires_grad_(True)
-    torch.manual_seed(cfg.seed)  # the discriminator's N(0, 0.02) init (and a test-mode random VGG)
     lpips = LPIPS(cfg.loss.vgg_weights, cfg.loss.lpips_weights, allow_random=cfg.loss.allow_random_lpips).to(dev)
     disc = PatchDiscriminator(channels=cfg.loss.disc_channels, layers=cfg.loss.disc_layers).to(dev)
     gen_model, disc_model = FusionModel(vae, cfg.fusion_w), DiscriminatorLoss(disc)
@@ -167,6 +188,8 @@ def train_cfw(cfg: CFWTrainConfig, *, stop_after: int | None = None) -> CFWResul
             acc.backward(loss_g)
             loss_d = factor * disc_model(gt.detach(), rec.detach())
             acc.backward(loss_d)
+            if acc.sync_gradients and cfg.optim.max_grad_norm:
+                acc.clip_grad_norm_(gen_model.parameters(), cfg.optim.max_grad_norm)
             opt_g.step()
             opt_d.step()
             opt_g.zero_grad(set_to_none=True)
@@ -192,13 +215,15 @@ def train_cfw(cfg: CFWTrainConfig, *, stop_after: int | None = None) -> CFWResul
     return result
 
 
-def _export(cfg: CFWTrainConfig, vae: CFWAutoencoderKL, disc: nn.Module) -> tuple[Path, Path]:
+def _export(cfg: CFWTrainConfig, vae: CFWAutoencoderKL, disc: nn.Module) -> tuple[Path, Path | None]:
     from .export import official_vae_keys, save_official_ckpt
 
     out = Path(cfg.output_dir)
     vae.save_pretrained(out / CFW_DIR, safe_serialization=True)
-    sd = official_vae_keys(vae) | {f"loss.discriminator.{k}": v for k, v in disc.state_dict().items()}
-    official = save_official_ckpt({k: v.detach().cpu().contiguous() for k, v in sd.items()}, out / CFW_FILE)
+    official = None
+    if cfg.export_official:
+        sd = official_vae_keys(vae) | {f"loss.discriminator.{k}": v for k, v in disc.state_dict().items()}
+        official = save_official_ckpt({k: v.detach().cpu().contiguous() for k, v in sd.items()}, out / CFW_FILE)
     model_dir = out / CFW_DIR
     if cfg.pipeline:
         from ._deps import StableSRPipeline

@@ -272,7 +272,36 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
         cfg = cls()
     for key, value in (overrides or {}).items():
         _set_path(cfg, key, value)
+    check_ranges(cfg)
     return cfg
+
+
+_PRECISIONS = ("no", "fp16", "bf16")
+# field name -> (allowed?, what is allowed), applied wherever the field appears in a config
+_RANGES: dict[str, tuple[Any, str]] = {
+    "train_batch_size": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "at least 1"),
+    "max_steps": (lambda v: v >= 1, "at least 1"),
+    "num_images": (lambda v: v >= 1, "at least 1"),
+    "ddpm_steps": (lambda v: 1 <= v <= 1000, "in 1..1000"),
+    "gt_size": (lambda v: v >= 32 and v % 4 == 0, "a multiple of 4, at least 32 (the LR crop is a quarter)"),
+    "checkpointing_steps": (lambda v: v >= 0, "0 (off) or more"),
+    "logging_steps": (lambda v: v >= 1, "at least 1"),
+    "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "lr": (lambda v: v > 0, "positive"),
+    "mixed_precision": (lambda v: v in _PRECISIONS, " or ".join(_PRECISIONS)),
+}
+
+
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """Refuse values that would crash deep inside a run or silently do nothing (batch size 0, one beta...)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{prefix}{f.name}.")
+        elif f.name in _RANGES and value is not None and not _RANGES[f.name][0](value):
+            raise ConfigError(f"{prefix}{f.name} must be {_RANGES[f.name][1]}, got {value!r}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -126,6 +126,7 @@ def train_sft(cfg: SFTTrainConfig, *, stop_after: int | None = None, parts: Stag
     out = Path(cfg.output_dir)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # freshly initialised encoder / SFT layers are the same in every run of a seed
     parts = prepare_parts(parts or load_stage1(cfg.model), cfg.gradient_checkpointing)
     dev = acc.device
     parts.unet.to(dev)
