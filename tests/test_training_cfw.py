@@ -76,6 +76,12 @@ def test_cfw_from_a_plain_vae_gets_fresh_fusion_layers(tiny_weights):
     assert vae.fusion_layers is not None
     ref = torch.load(tiny_weights["ldm"], weights_only=True)["state_dict"]
     assert torch.equal(vae.encoder.conv_in.weight, ref["first_stage_model.encoder.conv_in.weight"].float())
+    from stablesr.errors import CheckpointError
+
+    not_a_vae = str(tiny_weights["prompt_embeds"])
+    with pytest.raises(CheckpointError, match="not an official CFW/VAE checkpoint") as err:
+        load_cfw_base(not_a_vae)
+    assert str(err.value).startswith(not_a_vae + ":")  # the user's file, not an internal temporary one
 
 
 def test_fresh_fusion_layers_follow_the_seed_and_unused_settings_are_refused(cfw_data, tiny_weights, tmp_path):

@@ -172,14 +172,16 @@ def _diffusers_prediction_type(base: str, revision: str | None) -> str | None:
     return {"epsilon": "eps", "v_prediction": "v"}.get(data.get("prediction_type"))
 
 
-def load_cfw_file(path: str, config: str | None = None, image_size: int = 512) -> CFWAutoencoderKL:
+def load_cfw_file(path: str, config: str | None = None, image_size: int = 512,
+                  state_dict: dict | None = None) -> CFWAutoencoderKL:
     """A CFW autoencoder (or a plain VAE, which gets no fusion layers) from an official-layout file.
 
-    Without ``config`` the architecture is read off the tensor shapes.
+    Without ``config`` the architecture is read off the tensor shapes. ``state_dict``: the file's weights,
+    already read (and re-keyed) by the caller; ``path`` then only names them in messages.
     """
     from ._deps import cfw_vae_config, inferred_cfw_model, load_cfw
 
-    sd = load_state_dict(path)
+    sd = load_state_dict(path) if state_dict is None else state_dict
     model = read_config_file(config) if config else inferred_cfw_model(sd, path)
     conf = cfw_vae_config(model, sample_size=image_size)
     return load_cfw(sd, conf, name=str(path))

@@ -90,13 +90,7 @@ def load_cfw_base(path: str, config: str | None = None) -> CFWAutoencoderKL:
         return load_cfw_file(path, config)
     if any(k.startswith("first_stage_model.") for k in sd):
         sd = {k[len("first_stage_model."):]: v for k, v in sd.items() if k.startswith("first_stage_model.")}
-    import tempfile
-
-    from safetensors.torch import save_file
-
-    with tempfile.TemporaryDirectory() as tmp:  # read it through the one official-VAE loader
-        save_file({k: v.contiguous() for k, v in sd.items()}, f"{tmp}/vae.safetensors")
-        plain = load_cfw_file(f"{tmp}/vae.safetensors", config)
+    plain = load_cfw_file(path, config, state_dict=sd)  # the one official-VAE loader; messages name the file
     cfw = CFWAutoencoderKL(**{**plain.config, "fusion": True})
     missing, unexpected = cfw.load_state_dict(plain.state_dict(), strict=False)
     if unexpected or any(not k.startswith("fusion_layers.") for k in missing):
