@@ -93,6 +93,10 @@ def test_running_sessions_cancel_only_the_page_that_went_away() -> None:
         sessions.end(SimpleNamespace(session_hash="c"))  # a page with nothing running: nothing happens
     with sessions.running(a) as again:  # a new run of that session starts uncancelled
         assert not again()
+        with sessions.running(a) as second:  # two runs of one page: both end with it
+            sessions.end(a)
+            assert again() and second()
+    assert not sessions._runs  # nothing kept once the runs are over
 
 
 def test_error_messages_name_the_upload_not_the_server_path() -> None:

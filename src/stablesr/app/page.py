@@ -60,27 +60,28 @@ class _RunningSessions:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ended: dict[str, threading.Event] = {}
+        self._runs: dict[str, set[threading.Event]] = {}  # session -> one event per run in progress
 
     @contextmanager
     def running(self, request: gr.Request | None) -> Iterator[Callable[[], bool]]:
         """Yields the run's cancellation check (true once its page has gone)."""
-        session, gone = getattr(request, "session_hash", None), threading.Event()
-        if session:
-            with self._lock:
-                self._ended[session] = gone
+        session, gone = getattr(request, "session_hash", None) or "", threading.Event()
+        with self._lock:
+            self._runs.setdefault(session, set()).add(gone)
         try:
             yield gone.is_set
         finally:
-            if session:
-                with self._lock:
-                    self._ended.pop(session, None)
+            with self._lock:
+                runs = self._runs.get(session, set())
+                runs.discard(gone)
+                if not runs:
+                    self._runs.pop(session, None)
 
     def end(self, request: gr.Request) -> None:
         """``demo.unload``: the page was closed or reloaded."""
         with self._lock:
-            gone = self._ended.get(getattr(request, "session_hash", None) or "")
-        if gone is not None:
+            runs = list(self._runs.get(getattr(request, "session_hash", None) or "", ()))
+        for gone in runs:
             gone.set()
 
 
