@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,10 +151,12 @@ class Backend:
         """
         if self._stopping.is_set():
             raise StableSRError("the server is stopping")
+        stop = self._stopping.is_set  # a stopping server cancels the run like a page that went away
         with self._idle:
             self._running += 1
         try:
-            return self._upscale_file(source, out_dir, options, cancelled)
+            return self._upscale_file(source, out_dir, options,
+                                      stop if cancelled is None else lambda: stop() or cancelled())
         finally:
             with self._idle:
                 self._running -= 1
@@ -165,15 +166,11 @@ class Backend:
         """Refuse new upscales, end the running ones at their next sampling step, and wait for them (at most
         ``timeout_s``): a process that exits while a worker thread is inside torch aborts. True if all ended."""
         self._stopping.set()
-        deadline = time.monotonic() + timeout_s
         with self._idle:
-            while self._running and time.monotonic() < deadline:
-                self.upscaler.pipe._interrupt = True  # again each time: a call that starts resets it
-                self._idle.wait(0.2)
-            return self._running == 0
+            return self._idle.wait_for(lambda: self._running == 0, timeout_s)
 
     def _upscale_file(self, source: Path, out_dir: Path, options: UpscaleOptions,
-                      cancelled: Callable[[], bool] | None) -> Result:
+                      cancelled: Callable[[], bool]) -> Result:
         from ..imageio.read import read_image
         from ..imageio.write import write_image
         from ..imaging.alpha import upscale_alpha

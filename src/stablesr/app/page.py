@@ -234,8 +234,9 @@ def _run_batch(backend: Backend | None, options: PageOptions, load_error: str | 
                 progress(k / len(files), desc=f"{name} ({k + 1}/{len(files)})")
                 try:
                     results.append(model.upscale_file(Path(path), folder / str(k), settings, cancelled))
-                except CancelledError:  # the page is gone: nobody to show the rest to
-                    raise gr.Error("cancelled: the page was closed or reloaded", print_exception=False) from None
+                except CancelledError:  # the page is gone, or the server is stopping: nobody to show the rest to
+                    raise gr.Error("cancelled: the page was closed or reloaded, or the server is stopping",
+                                   print_exception=False) from None
                 except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
                     failures.append(describe_error(exc, name))
         if not results:

@@ -276,7 +276,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     return cfg
 
 
-_PRECISIONS = ("no", "fp16", "bf16")
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
 # field name -> (allowed?, what is allowed), applied wherever the field appears in a config
 _RANGES: dict[str, tuple[Any, str]] = {
     "train_batch_size": (lambda v: v >= 1, "at least 1"),
@@ -290,7 +290,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "logging_steps": (lambda v: v >= 1, "at least 1"),
     "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
     "lr": (lambda v: v > 0, "positive"),
-    "mixed_precision": (lambda v: v in _PRECISIONS, " or ".join(_PRECISIONS)),
+    "mixed_precision": (lambda v: v in MIXED_PRECISIONS, " or ".join(MIXED_PRECISIONS)),
 }
 
 

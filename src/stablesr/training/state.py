@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ._deps import StableSRError
+from .config import MIXED_PRECISIONS
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -31,7 +32,7 @@ def make_accelerator(cfg: Any, *, with_tracker: bool = True):
         from accelerate.utils import ProjectConfiguration
     except ImportError:
         raise StableSRError("training needs accelerate: pip install 'stablesr[train]'") from None
-    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+    if cfg.mixed_precision not in MIXED_PRECISIONS:  # configs built in Python skip load_config's range check
         raise StableSRError(f"mixed_precision must be no, fp16 or bf16, got {cfg.mixed_precision!r}")
     if getattr(cfg, "num_threads", None):
         torch.set_num_threads(int(cfg.num_threads))
